@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from watcher.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+CONFIG = """
+[[feeds]]
+id = "world"
+url = "https://example.org/world.xml"
+
+[entities.nato]
+names = ["NATO"]
+
+[[rules]]
+name = "nato"
+match = "@nato OR \\"North Atlantic\\""
+channels = ["newsroom"]
+
+[channels.newsroom]
+urls = ["slack://T1JJ3T3L2/A1BRTD4JD/${SLACK_SECRET}/#news"]
+"""
+SECRET = "TIiajkdnlazkcOXrIdevi7FQ"
+
+
+def invoke(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_check_summarises_without_revealing_secrets(write_config) -> None:
+    result = invoke("check", "-c", str(write_config(CONFIG)), env={"SLACK_SECRET": SECRET})
+    assert result.exit_code == 0, result.output
+    assert "config OK" in result.output
+    assert "world: https://example.org/world.xml every 10m" in result.output
+    assert 'nato: @nato OR "North Atlantic"  ->  newsroom (every feed)' in result.output
+    assert "newsroom: slack://" in result.output
+    assert SECRET not in result.output
+
+
+def test_check_reports_mistakes_with_exit_1_and_no_traceback(write_config) -> None:
+    bad = CONFIG.replace('match = "@nato OR', 'match = "@nato OR (').replace(
+        'url = "https://', 'url = "ftp://'
+    )
+    result = invoke("check", "-c", str(write_config(bad)), env={"SLACK_SECRET": SECRET})
+    assert result.exit_code == 1
+    assert "feeds[0].url: got 'ftp://example.org/world.xml'" in result.output
+    assert "rules[0] (nato).match:" in result.output
+    assert "Traceback" not in result.output
+    assert SECRET not in result.output
+
+
+def test_missing_variable_is_named(write_config) -> None:
+    result = invoke("check", "-c", str(write_config(CONFIG)), env={})
+    assert result.exit_code == 1
+    assert "environment variable SLACK_SECRET is not set" in result.output
+
+
+def test_unusable_channel_url_is_a_config_error(write_config) -> None:
+    text = CONFIG.replace(
+        "slack://T1JJ3T3L2/A1BRTD4JD/${SLACK_SECRET}/#news", "nosuch://${SLACK_SECRET}"
+    )
+    result = invoke("check", "-c", str(write_config(text)), env={"SLACK_SECRET": SECRET})
+    assert result.exit_code == 1
+    assert "channels.newsroom.urls[0]" in result.output
+    assert SECRET not in result.output
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    result = invoke("check", "-c", str(tmp_path / "nope.toml"))
+    assert result.exit_code == 1
+    assert "no such file" in result.output
+
+
+def test_example_config_checks() -> None:
+    result = invoke("check", "-c", str(REPO / "watcher.example.toml"))
+    assert result.exit_code == 0, result.output
+
+
+def test_example_config_alerts_offline_from_the_sample_feed(tmp_path: Path) -> None:
+    example = (REPO / "watcher.example.toml").read_text()
+    sample_only = (
+        example.split('[[feeds]]\nid = "bbc-world"')[0] + example[example.index("# Entities") :]
+    )
+    config = tmp_path / "watcher.toml"
+    config.write_text(
+        sample_only.replace(
+            "file:config/sample-feed.xml", (REPO / "config" / "sample-feed.xml").as_uri()
+        )
+    )
+    first = invoke("run", "--once", "-c", str(config))
+    assert first.exit_code == 0, first.output
+    assert (
+        "=== [nato-ukraine] Alliance defence ministers meet in Kyiv to discuss air defence ==="
+        in (first.output)
+    )
+    assert first.output.count("=== [nato-ukraine]") == 1
+    assert "sample-wire: ok: 4 new, 1 matched" in first.output
+    assert "deliveries: 1 sent, 0 failed" in first.output
+    again = invoke("run", "--once", "-c", str(config))
+    assert "=== [" not in again.output
+
+
+def test_db_upgrade_and_feeds_listing(write_config) -> None:
+    config = str(write_config(CONFIG))
+    env = {"SLACK_SECRET": SECRET}
+    assert "database is up to date" in invoke("db", "upgrade", "-c", config, env=env).output
+    listing = invoke("feeds", "-c", config, env=env).output
+    assert listing.splitlines()[1].split() == ["world", "-", "never", "polled", "0", "-"]

@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from watcher.config import load_config, parse_duration
+from watcher.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+VALID = """
+[watcher]
+database = "sqlite:///data/watcher.db"
+default_interval = "10m"
+
+[[feeds]]
+id = "guardian-world"
+url = "https://www.theguardian.com/world/rss"
+interval = "5m"
+tags = ["world"]
+
+[[feeds]]
+id = "local"
+url = "file:feeds/local.xml"
+
+[entities.nato]
+names = ["NATO", "North Atlantic Treaty Organization"]
+
+[entities.ukraine]
+names = ["Ukraine", "Ukrainian", "Kyiv"]
+
+[[rules]]
+name = "nato-ukraine"
+match = "@nato AND @ukraine"
+channels = ["newsroom"]
+feeds = ["tag:world"]
+
+[[rules]]
+name = "everything-kyiv"
+match = "Kyiv"
+channels = ["newsroom"]
+
+[channels.newsroom]
+urls = ["slack://${SLACK_TOKEN}/#news"]
+"""
+
+
+def problems(text: str, write_config, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(text), env if env is not None else {"SLACK_TOKEN": "T/B/C"})
+    return caught.value.problems
+
+
+def test_valid_config_loads_with_defaults_and_resolved_paths(write_config, tmp_path: Path) -> None:
+    config = load_config(write_config(VALID), {"SLACK_TOKEN": "xoxb/secret/token"})
+    assert config.settings.database == f"sqlite:///{tmp_path}/data/watcher.db"
+    assert [f.id for f in config.feeds] == ["guardian-world", "local"]
+    assert config.feeds[1].url == (tmp_path / "feeds" / "local.xml").as_uri()
+    assert config.interval(config.feeds[0]) == timedelta(minutes=5)
+    assert config.interval(config.feeds[1]) == timedelta(minutes=10)
+    assert config.alert_backlog(config.feeds[0]) is False
+    assert [r.name for r in config.rules_for("guardian-world")] == [
+        "nato-ukraine",
+        "everything-kyiv",
+    ]
+    assert [r.name for r in config.rules_for("local")] == ["everything-kyiv"]
+    url = config.channels["newsroom"].urls[0]
+    assert url.get_secret_value() == "slack://xoxb/secret/token/#news"
+    assert "secret" not in repr(config.channels)
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(REPO / "watcher.example.toml", {})
+    assert config.rules[0].name == "nato-ukraine"
+    assert Path(config.feeds[0].url.removeprefix("file://")).is_file()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ('match = "Kyiv"', 'match = "Kyiv AND (NATO"'),
+            "rules[1] (everything-kyiv).match: unclosed parenthesis",
+        ),
+        (
+            ('match = "Kyiv"', 'match = "@russia"'),
+            "rules[1] (everything-kyiv).match: unknown entity @russia",
+        ),
+        (
+            ('interval = "5m"', 'interval = "soon"'),
+            "feeds[0].interval: got 'soon'; expected a duration",
+        ),
+        (
+            ('interval = "5m"', 'interval = "0s"'),
+            "feeds[0].interval: got '0s'; expected a duration of at least 1s",
+        ),
+        (('tags = ["world"]', 'tagz = ["world"]'), "feeds[0].tagz: unknown key"),
+        (("[watcher]", "[watcher]\npoll = 1"), "watcher.poll: unknown key"),
+        (
+            ('url = "https://www', 'url = "gopher://www'),
+            "feeds[0].url: got 'gopher://www.theguardian.com/world/rss'; "
+            "expected an http://, https:// or file: URL",
+        ),
+        (
+            ('id = "local"', 'id = "guardian-world"'),
+            "feeds[1].id: got 'guardian-world'; expected a unique id",
+        ),
+        (
+            ('channels = ["newsroom"]\nfeeds', 'channels = ["nowhere"]\nfeeds'),
+            "rules[0] (nato-ukraine).channels[0]: got 'nowhere'; "
+            "expected a channel defined under [channels] (newsroom)",
+        ),
+        (
+            ('feeds = ["tag:world"]', 'feeds = ["tag:sport"]'),
+            "rules[0] (nato-ukraine).feeds[0]: got 'tag:sport'; no feed has the tag 'sport'",
+        ),
+        (
+            ('feeds = ["tag:world"]', 'feeds = ["guardian"]'),
+            "rules[0] (nato-ukraine).feeds[0]: got 'guardian'; expected a feed id",
+        ),
+        (
+            ('names = ["NATO", "North Atlantic Treaty Organization"]', "names = []"),
+            "entities.nato.names: got []; expected",
+        ),
+        (('name = "everything-kyiv"\n', ""), "rules[1].name: required key is missing"),
+    ],
+)
+def test_mistakes_name_the_key_path_value_and_expectation(
+    change: tuple[str, str], expected: str, write_config
+) -> None:
+    old, new = change
+    assert old in VALID
+    found = problems(VALID.replace(old, new, 1), write_config)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_syntax_error_shows_a_caret(write_config) -> None:
+    [problem] = problems(VALID.replace('match = "Kyiv"', 'match = "Kyiv AND"'), write_config)
+    assert "^" in problem
+
+
+def test_missing_environment_variable_is_named(write_config) -> None:
+    assert problems(VALID, write_config, env={}) == [
+        "channels.newsroom.urls[0]: environment variable SLACK_TOKEN is not set"
+    ]
+
+
+def test_every_problem_is_reported_at_once(write_config) -> None:
+    text = VALID.replace('interval = "5m"', 'interval = "x"').replace(
+        'tags = ["world"]', "tags = 3"
+    )
+    found = problems(text, write_config)
+    assert len(found) == 2
+
+
+def test_channel_urls_are_never_echoed(write_config) -> None:
+    text = VALID.replace('urls = ["slack://${SLACK_TOKEN}/#news"]', 'urls = "slack://hunter2"')
+    found = problems(text, write_config)
+    assert found and all("hunter2" not in p for p in found)
+
+
+def test_file_errors_are_config_errors(tmp_path: Path, write_config) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write_config("[watcher\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("10m", 600), ("1h30m", 5400), ("2d", 172800), (45, 45), ("1.5h", 5400)],
+)
+def test_durations(text: str | int, seconds: int) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "m", "10 minutes", "5x", "1h fish", True])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_database_can_be_overridden_from_the_environment(write_config) -> None:
+    env = {"SLACK_TOKEN": "t", "WATCHER_DATABASE": "sqlite:////data/watcher.db"}
+    assert load_config(write_config(VALID), env).settings.database == "sqlite:////data/watcher.db"

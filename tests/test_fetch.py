@@ -1,0 +1,123 @@
+"""Fetching against a real HTTP server on 127.0.0.1 (and httpx.MockTransport for what a
+well-behaved local server will not do)."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.servers import FeedServer, LocalServer, Request, Response, running
+from watcher import __version__
+from watcher.errors import FetchError
+from watcher.fetch import Limits, fetch, make_client
+
+pytestmark = pytest.mark.anyio
+
+LIMITS = Limits(timeout=5, max_bytes=64 * 1024, max_redirects=2)
+
+
+async def get(url: str, limits: Limits = LIMITS, **validators: str | None):  # type: ignore[no-untyped-def]
+    async with make_client(limits) as client:
+        return await fetch(client, url, limits=limits, **validators)
+
+
+async def test_conditional_get_turns_into_not_modified(feed_server: FeedServer) -> None:
+    feed_server.put("/f.xml", b"<rss/>")
+    first = await get(feed_server.url("/f.xml"))
+    assert (first.status, first.body) == (200, b"<rss/>")
+    assert first.etag and first.last_modified
+    second = await get(
+        feed_server.url("/f.xml"), etag=first.etag, last_modified=first.last_modified
+    )
+    assert second.not_modified
+    sent = feed_server.gets("/f.xml")[-1].headers
+    assert sent["if-none-match"] == first.etag
+    assert sent["if-modified-since"] == first.last_modified
+
+
+async def test_user_agent_names_watcher_and_its_version(feed_server: FeedServer) -> None:
+    feed_server.put("/f.xml", b"<rss/>")
+    await get(feed_server.url("/f.xml"))
+    assert f"watcher/{__version__}" in feed_server.gets("/f.xml")[0].headers["user-agent"]
+
+
+@pytest.mark.parametrize(("status", "message"), [(404, "HTTP 404 Not Found"), (503, "HTTP 503")])
+async def test_http_errors_are_fetch_errors(status: int, message: str) -> None:
+    server = LocalServer(lambda r: Response(status, b"no"))
+    with running(server), pytest.raises(FetchError, match=message) as caught:
+        await get(server.base_url + "/f.xml")
+    assert caught.value.url == server.base_url + "/f.xml"
+
+
+async def test_redirects_are_followed_within_a_limit() -> None:
+    def handle(request: Request) -> Response:
+        if request.path == "/final":
+            return Response(200, b"<rss/>")
+        hops = int(request.path.strip("/"))
+        target = "/final" if hops >= 2 else f"/{hops + 1}"
+        return Response(301, b"", {"Location": target})
+
+    with running(LocalServer(handle)) as server:
+        result = await get(server.base_url + "/1")
+        assert result.url == server.base_url + "/final"
+        with pytest.raises(FetchError, match="more than 0 redirects"):
+            await get(server.base_url + "/1", Limits(timeout=5, max_redirects=0))
+
+
+async def test_size_is_capped_while_streaming_counting_decompressed_bytes() -> None:
+    bomb = gzip.compress(b"<rss>" + b" " * (1024 * 1024) + b"</rss>")
+    assert len(bomb) < LIMITS.max_bytes
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/rss+xml"}
+    server = LocalServer(lambda r: Response(200, bomb, headers))
+    with running(server), pytest.raises(FetchError, match="response larger than 64 KiB"):
+        await get(server.base_url + "/bomb.xml")
+
+
+async def test_a_lying_content_length_is_not_trusted() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Length": "10"}, content=b"x" * 100_000)
+
+    limits = Limits(max_bytes=2048)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(FetchError, match="larger than"):
+            await fetch(client, "https://example.org/f.xml", limits=limits)
+
+
+async def test_nested_content_encodings_are_refused() -> None:
+    body = gzip.compress(gzip.compress(b"<rss/>"))
+    headers = {"Content-Encoding": "gzip, gzip"}
+    server = LocalServer(lambda r: Response(200, body, headers))
+    with running(server), pytest.raises(FetchError, match="nested content encodings"):
+        await get(server.base_url + "/f.xml")
+
+
+async def test_connection_refused_is_a_fetch_error() -> None:
+    with running(LocalServer(lambda r: Response())) as server:
+        url = server.base_url
+    with pytest.raises(FetchError, match="cannot connect"):
+        await get(url + "/f.xml")
+
+
+async def test_file_urls_are_read_with_the_same_cap(tmp_path: Path) -> None:
+    small = tmp_path / "feed.xml"
+    small.write_bytes(b"<rss/>")
+    assert (await get(small.as_uri())).body == b"<rss/>"
+    big = tmp_path / "big.xml"
+    big.write_bytes(b"x" * (LIMITS.max_bytes + 1))
+    with pytest.raises(FetchError, match="larger than"):
+        await get(big.as_uri())
+    with pytest.raises(FetchError, match="cannot read"):
+        await get((tmp_path / "absent.xml").as_uri())
+
+
+async def test_a_server_that_never_answers_times_out() -> None:
+    with socket.socket() as silent:  # listens, never accepts, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        with pytest.raises(FetchError, match=r"timed out after 0.5s"):
+            await get(f"http://127.0.0.1:{port}/f.xml", Limits(timeout=0.5))

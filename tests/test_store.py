@@ -1,0 +1,187 @@
+"""Storage on a real SQLite file and on the machine's PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from watcher import db
+from watcher.models import Article, Match
+from watcher.store import Store
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+POSTGRES_ADMIN = os.environ.get(
+    "WATCHER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL; CI must have one, so it fails there."""
+    try:
+        admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            name = f"watcher_test_{uuid.uuid4().hex[:12]}"
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except (OperationalError, ModuleNotFoundError) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI ({POSTGRES_ADMIN}): {exc}")
+        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN}: {exc}")
+    url = POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/watcher.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    store = Store.open(url)
+    _reset(store)
+    store.sync_feeds([("world", "https://example.org/world.xml"), ("local", "file:///x.xml")])
+    yield store
+    store.close()
+
+
+def _reset(store: Store) -> None:
+    with store.engine.begin() as conn:
+        for table in reversed(db.Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+def article(key: str, title: str = "A title", **fields: object) -> Article:
+    return Article(key=key.rjust(64, "0"), title=title, **fields)  # type: ignore[arg-type]
+
+
+def rule_on(word: str, channels: tuple[str, ...] = ("newsroom",)):  # type: ignore[no-untyped-def]
+    def matcher(a: Article) -> list[Match]:
+        return [Match("r1", (word,), channels)] if word in a.title else []
+
+    return matcher
+
+
+def test_new_articles_matches_and_deliveries_are_written_together(store: Store) -> None:
+    result = store.ingest(
+        "world",
+        [article("1", "NATO news"), article("2", "Other")],
+        now=NOW,
+        matcher=rule_on("NATO", ("newsroom", "desk")),
+    )
+    assert (result.new, result.matches, result.deliveries) == (2, 1, 2)
+    due = store.due_deliveries(NOW)
+    assert sorted(d.channel for d in due) == ["desk", "newsroom"]
+    assert {d.title for d in due} == {"NATO news"}
+    assert due[0].terms == ("NATO",)
+
+
+def test_a_second_poll_stores_nothing_new(store: Store) -> None:
+    batch = [article("1", "NATO news", summary="s")]
+    store.ingest("world", batch, now=NOW, matcher=rule_on("NATO"))
+    again = store.ingest("world", batch, now=NOW + timedelta(minutes=5), matcher=rule_on("NATO"))
+    assert (again.new, again.updated, again.matches) == (0, 0, 0)
+    assert len(store.due_deliveries(NOW + timedelta(minutes=5))) == 1
+
+
+def test_an_edited_entry_is_updated_in_place_and_never_rematched(store: Store) -> None:
+    store.ingest("world", [article("1", "Quiet day")], now=NOW, matcher=rule_on("NATO"))
+    edited = store.ingest(
+        "world", [article("1", "Quiet day, then NATO")], now=NOW, matcher=rule_on("NATO")
+    )
+    assert (edited.new, edited.updated, edited.matches) == (0, 1, 0)
+    assert store.due_deliveries(NOW) == []
+    [summary] = [s for s in store.feed_summaries() if s.id == "world"]
+    assert summary.articles == 1
+
+
+def test_same_key_in_two_feeds_is_two_articles(store: Store) -> None:
+    store.ingest("world", [article("1")], now=NOW, matcher=None)
+    store.ingest("local", [article("1")], now=NOW, matcher=None)
+    counts = {s.id: s.articles for s in store.feed_summaries()}
+    assert counts == {"world": 1, "local": 1}
+
+
+def test_a_feed_listing_a_key_twice_keeps_the_first(store: Store) -> None:
+    result = store.ingest(
+        "world",
+        [article("1", "NATO first"), article("1", "second")],
+        now=NOW,
+        matcher=rule_on("NATO"),
+    )
+    assert (result.new, result.matches) == (1, 1)
+
+
+def test_backlog_is_stored_without_matching(store: Store) -> None:
+    result = store.ingest("world", [article("1", "NATO news")], now=NOW, matcher=None)
+    assert (result.new, result.matches) == (1, 0)
+    assert store.due_deliveries(NOW) == []
+
+
+def test_delivery_outcomes(store: Store) -> None:
+    store.ingest("world", [article("1", "NATO")], now=NOW, matcher=rule_on("NATO", ("a", "b", "c")))
+    a, b, c = sorted(store.due_deliveries(NOW), key=lambda d: d.channel)
+    store.record_delivery(a.id, now=NOW, error=None)
+    store.record_delivery(b.id, now=NOW, error="HTTP 500", retry_at=NOW + timedelta(seconds=30))
+    store.record_delivery(c.id, now=NOW, error="gave up")
+    assert store.delivery_counts() == {"sent": 1, "retrying": 1, "dead": 1}
+    assert store.due_deliveries(NOW) == []
+    [retry] = store.due_deliveries(NOW + timedelta(seconds=30))
+    assert (retry.channel, retry.attempts) == ("b", 1)
+
+
+def test_poll_state_round_trips_with_timezones(store: Store) -> None:
+    store.record_success(
+        "world",
+        now=NOW,
+        outcome="ok",
+        next_poll_at=NOW + timedelta(minutes=10),
+        etag='"e1"',
+        last_modified="Sat, 28 Nov 2026 12:00:00 GMT",
+        title="World",
+    )
+    state = store.feed_state("world")
+    assert (state.etag, state.baselined, state.next_poll_at) == (
+        '"e1"',
+        True,
+        NOW + timedelta(minutes=10),
+    )
+    store.record_failure(
+        "world", now=NOW, error="HTTP 503", next_poll_at=NOW + timedelta(minutes=20)
+    )
+    store.record_failure(
+        "world", now=NOW, error="HTTP 503", next_poll_at=NOW + timedelta(minutes=40)
+    )
+    state = store.feed_state("world")
+    assert state.consecutive_failures == 2 and state.etag == '"e1"'
+    # A 304 keeps the validators and resets the failure count.
+    store.record_success("world", now=NOW, outcome="not_modified", next_poll_at=NOW)
+    state = store.feed_state("world")
+    assert (state.consecutive_failures, state.etag) == (0, '"e1"')
+
+
+def test_a_changed_feed_url_forgets_the_old_validators(store: Store) -> None:
+    store.record_success("world", now=NOW, outcome="ok", next_poll_at=NOW, etag='"e1"')
+    store.sync_feeds([("world", "https://example.org/new.xml")])
+    assert store.feed_state("world").etag is None
+
+
+def test_models_and_migrations_agree(store: Store) -> None:
+    command.check(db.alembic_config(store.engine))
+
+
+def test_untrusted_text_survives_storage(store: Store) -> None:
+    weird = article("1", "Ünïcödé — «quotes» 🚀 Київ", summary="x" * 100_000, tags=("a", "b"))
+    store.ingest("world", [weird], now=NOW, matcher=rule_on("Київ"))
+    [due] = store.due_deliveries(NOW)
+    assert due.title == weird.title and len(due.summary) == 100_000

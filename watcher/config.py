@@ -1,0 +1,399 @@
+"""The TOML configuration: load, expand ``${VAR}``, validate into frozen models. Reads files.
+
+Every mistake a user can make becomes a :class:`ConfigError` whose lines name the key path
+(``rules[2].match``), the value found and what was expected. Values are quoted from the file as
+written (``${SLACK_TOKEN}``, not the token), and channel URLs are never echoed at all, so a
+secret never reaches an error message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+
+from .errors import ConfigError, RuleError
+from .rules import Query, compile_query
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def parse_duration(value: object) -> timedelta:
+    """``"90s"``, ``"10m"``, ``"1h30m"``, ``"2d"`` or a number of seconds -> timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if not isinstance(value, str):
+        raise ValueError("expected a duration such as '90s', '10m' or '1h30m'")
+    text = value.strip().lower()
+    parts = _DURATION_PART.findall(text)
+    if not parts or _DURATION_PART.sub("", text).strip():
+        raise ValueError("expected a duration such as '90s', '10m' or '1h30m'")
+    return timedelta(seconds=sum(float(n) * _DURATION_UNITS[u] for n, u in parts))
+
+
+def _positive(delta: timedelta) -> timedelta:
+    if delta < timedelta(seconds=1):
+        raise ValueError("expected a duration of at least 1s")
+    return delta
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WatcherSettings(_Section):
+    database: str = "sqlite:///watcher.db"
+    default_interval: Duration = timedelta(minutes=10)
+    alert_backlog: bool = False
+    timeout: Duration = timedelta(seconds=30)
+    max_response_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    max_entries: int = Field(default=1000, ge=1)
+    concurrency: int = Field(default=10, ge=1, le=1000)
+
+    @field_validator("default_interval", "timeout")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        return _positive(value)
+
+
+class FeedConfig(_Section):
+    id: str = Field(pattern=_ID, max_length=100)
+    url: str
+    interval: Duration | None = None
+    tags: tuple[str, ...] = ()
+    alert_backlog: bool | None = None
+
+    @field_validator("interval")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta | None) -> timedelta | None:
+        return None if value is None else _positive(value)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not re.match(r"^(https?://[^/\s]+|file:)", url, re.IGNORECASE):
+            raise ValueError("expected an http://, https:// or file: URL")
+        return url
+
+
+class EntityConfig(_Section):
+    names: tuple[str, ...] = Field(min_length=1)
+
+
+class RuleConfig(_Section):
+    name: str = Field(pattern=_ID, max_length=100)
+    match: str = Field(min_length=1)
+    channels: tuple[str, ...] = Field(min_length=1)
+    feeds: tuple[str, ...] | None = None
+
+
+class ChannelConfig(_Section):
+    urls: tuple[SecretStr, ...] = Field(min_length=1)
+
+
+class ConfigFile(_Section):
+    watcher: WatcherSettings = WatcherSettings()
+    feeds: tuple[FeedConfig, ...] = ()
+    entities: dict[str, EntityConfig] = {}
+    rules: tuple[RuleConfig, ...] = ()
+    channels: dict[str, ChannelConfig] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A rule ready to run: its compiled query and the feeds it watches (None = every feed)."""
+
+    name: str
+    query: Query
+    channels: tuple[str, ...]
+    feed_ids: frozenset[str] | None
+
+    def watches(self, feed_id: str) -> bool:
+        return self.feed_ids is None or feed_id in self.feed_ids
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The validated configuration; ``path`` is the file it came from."""
+
+    path: Path
+    settings: WatcherSettings
+    feeds: tuple[FeedConfig, ...]
+    rules: tuple[Rule, ...]
+    channels: Mapping[str, ChannelConfig]
+
+    def interval(self, feed: FeedConfig) -> timedelta:
+        return feed.interval or self.settings.default_interval
+
+    def alert_backlog(self, feed: FeedConfig) -> bool:
+        return self.settings.alert_backlog if feed.alert_backlog is None else feed.alert_backlog
+
+    def rules_for(self, feed_id: str) -> tuple[Rule, ...]:
+        return tuple(rule for rule in self.rules if rule.watches(feed_id))
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, expand and validate the config at ``path``; raise ConfigError listing every problem."""
+    path = Path(path).resolve()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no such file: {path}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", str(path)) from exc
+    return build_config(raw, path, os.environ if environ is None else environ)
+
+
+def build_config(raw: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Config:
+    problems: list[str] = []
+    expanded = _expand_env(raw, (), environ, problems)
+    try:
+        model = ConfigFile.model_validate(expanded)
+    except ValidationError as exc:
+        problems += _describe(exc, raw) + _match_problems(expanded)
+        raise ConfigError(problems, str(path)) from None
+    rules = _cross_check(model, problems)
+    if problems:
+        raise ConfigError(problems, str(path))
+    settings = model.watcher
+    if environ.get("WATCHER_DATABASE"):  # containers and services point at their volume
+        settings = settings.model_copy(update={"database": environ["WATCHER_DATABASE"]})
+    return Config(
+        path=path,
+        settings=_resolve_database(settings, path.parent),
+        feeds=tuple(_resolve_file_url(feed, path.parent) for feed in model.feeds),
+        rules=rules,
+        channels=model.channels,
+    )
+
+
+def _expand_env(
+    value: Any, loc: tuple[str | int, ...], environ: Mapping[str, str], problems: list[str]
+) -> Any:
+    if isinstance(value, str):
+        missing = [name for name in _ENV_REF.findall(value) if name not in environ]
+        for name in missing:
+            problems.append(f"{key_path(loc)}: environment variable {name} is not set")
+        return _ENV_REF.sub(lambda m: environ.get(m.group(1), ""), value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v, (*loc, k), environ, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, (*loc, i), environ, problems) for i, v in enumerate(value)]
+    return value
+
+
+def key_path(loc: Sequence[str | int]) -> str:
+    """('rules', 2, 'match') -> 'rules[2].match'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(p for p in error["loc"] if not _is_pydantic_tag(p))
+        where = key_path(loc)
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key")
+            continue
+        if error["type"] == "missing":
+            lines.append(f"{where}: required key is missing")
+            continue
+        found = _quote(loc, _lookup(raw, loc))
+        lines.append(f"{where}: {found}; {_expected(error)}")
+    return lines
+
+
+_EXPECTED = {
+    "tuple_type": "expected a list",
+    "list_type": "expected a list",
+    "dict_type": "expected a table",
+    "model_type": "expected a table",
+    "model_attributes_type": "expected a table",
+    "string_type": "expected a string",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "string_pattern_mismatch": "expected letters, digits, '.', '_' or '-', starting with a "
+    "letter or digit",
+}
+
+
+def _is_pydantic_tag(part: object) -> bool:
+    # Union members and validator tags show up in locations; users never wrote them.
+    return isinstance(part, str) and (part.startswith("function-") or part in {"timedelta"})
+
+
+def _expected(error: ErrorDetails) -> str:
+    ctx = error.get("ctx", {})
+    if error["type"] in _EXPECTED:
+        return _EXPECTED[error["type"]]
+    if error["type"] == "too_short":
+        return f"expected at least {ctx.get('min_length')} item(s)"
+    if error["type"] in ("greater_than_equal", "less_than_equal"):
+        bound = ctx.get("ge", ctx.get("le"))
+        return f"expected a number {'>=' if 'ge' in ctx else '<='} {bound}"
+    if error["type"] == "string_too_long":
+        return f"expected at most {ctx.get('max_length')} characters"
+    if error["type"] == "string_too_short":
+        return "expected a non-empty string"
+    message = error["msg"].removeprefix("Value error, ")
+    if message.startswith(("expected", "Input should")):
+        return message[0].lower() + message[1:]
+    return f"expected: {message[0].lower()}{message[1:]}"
+
+
+def _lookup(raw: Any, loc: Sequence[str | int]) -> Any:
+    for part in loc:
+        try:
+            raw = raw[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return raw
+
+
+def _quote(loc: Sequence[str | int], value: Any) -> str:
+    if "channels" in loc[:1] and "urls" in loc:
+        return "value hidden (channel URLs may hold secrets)"
+    text = repr(value)
+    return f"got {text if len(text) <= 80 else text[:77] + '...'}"
+
+
+def _match_problems(raw: dict[str, Any]) -> list[str]:
+    """Rule syntax, checked even when the rest of the file has errors: report it all at once."""
+    entities, rules = raw.get("entities"), raw.get("rules")
+    if not isinstance(entities, dict):
+        entities = {}
+    if not isinstance(rules, list):
+        rules = []
+    names = {
+        k: tuple(v["names"])
+        for k, v in entities.items()
+        if isinstance(v, dict) and isinstance(v.get("names"), list)
+    }
+    problems = []
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict) or not isinstance(rule.get("match"), str):
+            continue
+        try:
+            compile_query(rule["match"], names)
+        except RuleError as exc:
+            problems.append(f"rules[{i}] ({rule.get('name', '?')}).match: {exc}")
+    return problems
+
+
+def _cross_check(model: ConfigFile, problems: list[str]) -> tuple[Rule, ...]:
+    _check_unique([f.id for f in model.feeds], "feeds", "id", problems)
+    _check_unique([r.name for r in model.rules], "rules", "name", problems)
+    entities = {name: entity.names for name, entity in model.entities.items()}
+    feed_ids = {f.id for f in model.feeds}
+    tags = {t for f in model.feeds for t in f.tags}
+    rules = []
+    for i, rule in enumerate(model.rules):
+        where = f"rules[{i}] ({rule.name})"
+        for j, channel in enumerate(rule.channels):
+            if channel not in model.channels:
+                known = ", ".join(sorted(model.channels)) or "none defined"
+                problems.append(
+                    f"{where}.channels[{j}]: got {channel!r}; expected a channel defined "
+                    f"under [channels] ({known})"
+                )
+        selected = _select_feeds(rule, where, model.feeds, feed_ids, tags, problems)
+        try:
+            query = compile_query(rule.match, entities)
+        except RuleError as exc:
+            problems.append(f"{where}.match: {exc}")
+            continue
+        rules.append(Rule(rule.name, query, rule.channels, selected))
+    return tuple(rules)
+
+
+def _select_feeds(
+    rule: RuleConfig,
+    where: str,
+    feeds: Sequence[FeedConfig],
+    feed_ids: set[str],
+    tags: set[str],
+    problems: list[str],
+) -> frozenset[str] | None:
+    if rule.feeds is None:
+        return None
+    selected: set[str] = set()
+    for j, ref in enumerate(rule.feeds):
+        if ref.startswith("tag:"):
+            tag = ref.removeprefix("tag:")
+            if tag not in tags:
+                problems.append(f"{where}.feeds[{j}]: got {ref!r}; no feed has the tag {tag!r}")
+            selected.update(f.id for f in feeds if tag in f.tags)
+        elif ref in feed_ids:
+            selected.add(ref)
+        else:
+            problems.append(
+                f"{where}.feeds[{j}]: got {ref!r}; expected a feed id or 'tag:NAME' "
+                "naming a configured feed"
+            )
+    return frozenset(selected)
+
+
+def _check_unique(values: list[str], section: str, key: str, problems: list[str]) -> None:
+    seen: set[str] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            problems.append(f"{section}[{i}].{key}: got {value!r}; expected a unique {key}")
+        seen.add(value)
+
+
+def _resolve_database(settings: WatcherSettings, base: Path) -> WatcherSettings:
+    """Relative SQLite paths are relative to the config file, not the working directory."""
+    prefix = "sqlite:///"
+    db = settings.database
+    if not db.startswith(prefix) or db == "sqlite:///:memory:":
+        return settings
+    file = Path(db.removeprefix(prefix).split("?", 1)[0])
+    if file.is_absolute():
+        return settings
+    query = db.partition("?")[2]
+    resolved = f"{prefix}{base / file}" + (f"?{query}" if query else "")
+    return settings.model_copy(update={"database": resolved})
+
+
+def _resolve_file_url(feed: FeedConfig, base: Path) -> FeedConfig:
+    """``file:feeds/x.xml`` is relative to the config file; ``file:///abs`` is absolute."""
+    if not feed.url.lower().startswith("file:"):
+        return feed
+    rest = feed.url[len("file:") :]
+    path = Path(rest[2:] if rest.startswith("//") else rest)
+    if not path.is_absolute():
+        path = base / path
+    return feed.model_copy(update={"url": path.resolve().as_uri()})

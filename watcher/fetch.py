@@ -1,0 +1,157 @@
+"""Download a feed: conditional GET over httpx, or a local ``file:`` URL. Network and file I/O.
+
+"Not modified" is a value (``FetchResult.not_modified``), not an exception; everything that
+keeps us from getting a body is a :class:`FetchError` with a one-line reason. Sizes are counted
+after decompression while streaming, so neither a lying Content-Length nor a gzip bomb can make
+us hold more than ``max_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from . import __version__
+from .errors import FetchError
+
+USER_AGENT = f"watcher/{__version__} (feed monitoring daemon; python-httpx/{httpx.__version__})"
+ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/rdf+xml, application/feed+json, "
+    "application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    timeout: float = 30.0
+    max_bytes: int = 10 * 1024 * 1024
+    max_redirects: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    url: str  # the final URL, after redirects
+    status: int
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+    @property
+    def etag(self) -> str | None:
+        return self.headers.get("etag")
+
+    @property
+    def last_modified(self) -> str | None:
+        return self.headers.get("last-modified")
+
+
+def make_client(limits: Limits) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        follow_redirects=True,
+        max_redirects=limits.max_redirects,
+        timeout=httpx.Timeout(limits.timeout),
+        headers={"User-Agent": USER_AGENT, "Accept": ACCEPT},
+        trust_env=False,
+    )
+
+
+async def fetch(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    limits: Limits,
+    etag: str | None = None,
+    last_modified: str | None = None,
+) -> FetchResult:
+    """GET ``url``, sending the validators from the last poll."""
+    if url.lower().startswith("file:"):
+        return await asyncio.to_thread(read_file, url, limits.max_bytes)
+    headers = {}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    try:
+        # The whole exchange, headers and body, gets one deadline: a server that trickles
+        # one byte per second must not hold a poll forever.
+        async with asyncio.timeout(limits.timeout):
+            return await _get(client, url, headers, limits.max_bytes)
+    except TimeoutError:
+        raise FetchError(url, f"timed out after {limits.timeout:g}s") from None
+    except httpx.TooManyRedirects:
+        raise FetchError(url, f"more than {limits.max_redirects} redirects") from None
+    except httpx.TimeoutException:
+        raise FetchError(url, f"timed out after {limits.timeout:g}s") from None
+    except httpx.DecodingError as exc:
+        raise FetchError(url, f"cannot decode the response body: {exc}") from exc
+    except httpx.HTTPError as exc:
+        raise FetchError(url, f"{_describe_transport_error(exc)}") from exc
+
+
+async def _get(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], max_bytes: int
+) -> FetchResult:
+    async with client.stream("GET", url, headers=headers) as response:
+        final_url = str(response.url)
+        if response.status_code == 304:
+            return FetchResult(final_url, 304, headers=_lower(response.headers))
+        if response.status_code >= 400:
+            raise FetchError(url, f"HTTP {response.status_code} {response.reason_phrase}".strip())
+        if response.status_code != 200:
+            raise FetchError(url, f"unexpected HTTP status {response.status_code}")
+        encodings = [
+            e for e in response.headers.get("content-encoding", "").split(",") if e.strip()
+        ]
+        if len(encodings) > 1:
+            raise FetchError(url, "refusing a response with nested content encodings")
+        body = await _read_capped(response, url, max_bytes)
+        return FetchResult(final_url, 200, body, _lower(response.headers))
+
+
+async def _read_capped(response: httpx.Response, url: str, max_bytes: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():  # decompressed bytes
+        size += len(chunk)
+        if size > max_bytes:
+            raise FetchError(url, f"response larger than {_human(max_bytes)} (after decompression)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def read_file(url: str, max_bytes: int) -> FetchResult:
+    """A ``file:`` feed: local demos and tests. Same size cap as the network."""
+    path = Path(unquote(urlsplit(url).path))
+    try:
+        with path.open("rb") as handle:
+            body = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise FetchError(url, f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(body) > max_bytes:
+        raise FetchError(url, f"file larger than {_human(max_bytes)}")
+    return FetchResult(url, 200, body, {})
+
+
+def _lower(headers: httpx.Headers) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def _describe_transport_error(exc: httpx.HTTPError) -> str:
+    reason = str(exc) or exc.__class__.__name__
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect: {reason}"
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return f"unsupported URL: {reason}"
+    return f"{exc.__class__.__name__}: {reason}"
+
+
+def _human(n: int) -> str:
+    return f"{n / 1024 / 1024:g} MiB" if n >= 1024 * 1024 else f"{n / 1024:g} KiB"

@@ -1,0 +1,67 @@
+"""Plain frozen values passed between the pipeline's stages. No I/O.
+
+fetch -> FetchResult -> parse -> ParsedFeed(articles) -> store -> rules -> Match -> notify
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """One feed entry, normalised and sanitised: text is plain (no HTML), links are http(s)."""
+
+    key: str  # stable identity within its feed (see parse.entry_key)
+    title: str
+    link: str | None = None
+    published: datetime | None = None  # timezone-aware UTC, or None when absent or absurd
+    summary: str = ""
+    content: str = ""
+    authors: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of what a reader sees; a change means the entry was edited."""
+        parts = (self.title, self.link or "", self.summary, self.content, *self.authors, *self.tags)
+        return hashlib.sha256("\x1f".join(parts).encode("utf-8", "replace")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    """What a feed document held. ``warning`` is set when the document was malformed but
+    entries could still be read (a partial result, never a reason to forget old entries)."""
+
+    title: str
+    link: str | None
+    articles: tuple[Article, ...]
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A rule matched an article: the terms that made it match, and where to alert."""
+
+    rule: str
+    terms: tuple[str, ...]
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One alert waiting to go to one channel, with everything its message needs."""
+
+    id: int
+    channel: str
+    attempts: int
+    rule: str
+    terms: tuple[str, ...]
+    feed_id: str
+    feed_title: str | None
+    title: str
+    link: str | None
+    published_at: datetime | None
+    summary: str

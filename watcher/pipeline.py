@@ -1,0 +1,227 @@
+"""One feed through the stages, and the outbox through Apprise. Orchestrates; decides nothing.
+
+    poll(feed):   fetch (conditional GET) -> parse (bytes -> articles)
+                  -> store.ingest (new articles + their matches + deliveries, one transaction)
+                  -> record the poll on the feed
+    deliver_due(): store.due_deliveries -> notify.render -> channel.send -> store.record_delivery
+
+A feed's failure is recorded on that feed and reported; it never escapes to stop the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+
+from . import policy
+from .config import Config, FeedConfig, Rule
+from .db import utcnow
+from .errors import FeedError
+from .fetch import FetchResult, Limits, fetch
+from .models import Article, Delivery, Match, ParsedFeed
+from .notify import Channels, render
+from .parse import parse_feed
+from .rules import Document
+from .store import Matcher, Store
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class PollReport:
+    feed_id: str
+    outcome: str  # "ok", "not_modified" or "error"
+    new: int = 0
+    updated: int = 0
+    matches: int = 0
+    error: str | None = None
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    sent: int = 0
+    failed: int = 0
+
+
+def matcher_for(rules: Sequence[Rule]) -> Matcher:
+    """Test an article against ``rules``; the text is normalised once for all of them."""
+
+    def match(article: Article) -> list[Match]:
+        document = Document(
+            title=article.title, summary=article.summary, content=article.content, tags=article.tags
+        )
+        hits = []
+        for rule in rules:
+            terms = rule.query.match(document)
+            if terms:
+                hits.append(Match(rule=rule.name, terms=terms, channels=rule.channels))
+        return hits
+
+    return match
+
+
+def fetch_limits(config: Config) -> Limits:
+    settings = config.settings
+    return Limits(
+        timeout=settings.timeout.total_seconds(),
+        max_bytes=settings.max_response_bytes,
+        max_redirects=settings.max_redirects,
+    )
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        channels: Channels,
+        client: httpx.AsyncClient,
+        *,
+        clock: Clock = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.channels = channels
+        self.client = client
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.limits = fetch_limits(config)
+        self._poll_slots = asyncio.Semaphore(config.settings.concurrency)
+        self._send_lock = asyncio.Lock()
+        self.delivered = DeliveryReport()  # since start, for reports
+
+    async def poll(self, feed: FeedConfig) -> PollReport:
+        """Poll ``feed`` once; every outcome, failures included, is recorded on the feed."""
+        async with self._poll_slots:
+            try:
+                report = await self._poll(feed)
+            except FeedError as exc:
+                report = PollReport(feed.id, "error", error=exc.message)
+                await self._record_failure(feed, exc.message)
+                log.warning("feed %s: %s error: %s", feed.id, exc.kind, exc.message)
+        if report.matches:
+            await self.deliver_due()
+        return report
+
+    async def _poll(self, feed: FeedConfig) -> PollReport:
+        state = await asyncio.to_thread(self.store.feed_state, feed.id)
+        result = await fetch(
+            self.client,
+            feed.url,
+            limits=self.limits,
+            etag=state.etag,
+            last_modified=state.last_modified,
+        )
+        if result.not_modified:
+            await self._record_success(feed, result, "not_modified")
+            log.debug("feed %s: not modified", feed.id)
+            return PollReport(feed.id, "not_modified")
+        parsed = await asyncio.to_thread(self._parse, feed, result)
+        alert = state.baselined or self.config.alert_backlog(feed)
+        matcher = matcher_for(self.config.rules_for(feed.id)) if alert else None
+        ingested = await asyncio.to_thread(
+            self.store.ingest, feed.id, parsed.articles, now=self.clock(), matcher=matcher
+        )
+        await self._record_success(feed, result, "ok", title=parsed.title)
+        if parsed.warning:
+            log.warning("feed %s: partly malformed, kept what parsed: %s", feed.id, parsed.warning)
+        log.info(
+            "feed %s: %d entries, %d new%s, %d matched",
+            feed.id,
+            len(parsed.articles),
+            ingested.new,
+            "" if alert else " (first poll: stored without alerting)",
+            ingested.matches,
+        )
+        return PollReport(
+            feed.id,
+            "ok",
+            new=ingested.new,
+            updated=ingested.updated,
+            matches=ingested.matches,
+            warning=parsed.warning,
+        )
+
+    def _parse(self, feed: FeedConfig, result: FetchResult) -> ParsedFeed:
+        return parse_feed(
+            result.body,
+            url=result.url,
+            headers=result.headers,
+            now=self.clock(),
+            max_entries=self.config.settings.max_entries,
+        )
+
+    async def _record_success(
+        self, feed: FeedConfig, result: FetchResult, outcome: str, title: str | None = None
+    ) -> None:
+        now = self.clock()
+        await asyncio.to_thread(
+            self.store.record_success,
+            feed.id,
+            now=now,
+            outcome=outcome,
+            next_poll_at=policy.next_poll(now, self.config.interval(feed), 0, self.rng),
+            etag=result.etag,
+            last_modified=result.last_modified,
+            title=title,
+        )
+
+    async def _record_failure(self, feed: FeedConfig, error: str) -> None:
+        now = self.clock()
+        state = await asyncio.to_thread(self.store.feed_state, feed.id)
+        next_at = policy.next_poll(
+            now, self.config.interval(feed), state.consecutive_failures + 1, self.rng
+        )
+        await asyncio.to_thread(
+            self.store.record_failure, feed.id, now=now, error=error, next_poll_at=next_at
+        )
+
+    async def deliver_due(self) -> DeliveryReport:
+        """Send every delivery whose time has come. One sender at a time, so none goes twice."""
+        sent = failed = 0
+        async with self._send_lock:
+            while batch := await asyncio.to_thread(self.store.due_deliveries, self.clock()):
+                outcomes = await asyncio.gather(*(self._deliver(d) for d in batch))
+                sent += sum(outcomes)
+                failed += len(outcomes) - sum(outcomes)
+        self.delivered = DeliveryReport(self.delivered.sent + sent, self.delivered.failed + failed)
+        return DeliveryReport(sent=sent, failed=failed)
+
+    async def _deliver(self, delivery: Delivery) -> bool:
+        if delivery.channel in self.channels:
+            error = await self.channels.send(delivery.channel, render(delivery))
+        else:
+            error = f"channel {delivery.channel!r} is no longer configured"
+        now = self.clock()
+        retry_at = None
+        if error is not None:
+            retry_at = policy.delivery_retry(now, delivery.attempts + 1, self.rng)
+            log.warning(
+                "channel %s: delivery %d for rule %s failed (%s): %s",
+                delivery.channel,
+                delivery.id,
+                delivery.rule,
+                "will retry" if retry_at else "giving up",
+                error,
+            )
+        else:
+            log.info(
+                "channel %s: sent alert for rule %s, feed %s",
+                delivery.channel,
+                delivery.rule,
+                delivery.feed_id,
+            )
+        await asyncio.to_thread(
+            self.store.record_delivery, delivery.id, now=now, error=error, retry_at=retry_at
+        )
+        return error is None

@@ -1,0 +1,328 @@
+"""The only code that issues SQL. Database I/O, synchronous (the daemon calls it off the loop).
+
+Storage decides nothing about feeds or rules: ``ingest`` is handed a pure ``matcher`` and writes
+what it returns, so a new article, its matches and their deliveries commit together or not at
+all (a transactional outbox: an alert is never lost between "stored" and "queued").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import db
+from .errors import StorageError
+from .models import Article, Delivery, Match
+
+Matcher = Callable[[Article], Sequence[Match]]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    etag: str | None
+    last_modified: str | None
+    baselined: bool
+    next_poll_at: datetime | None
+    consecutive_failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    new: int
+    updated: int
+    matches: int
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSummary:
+    id: str
+    url: str
+    title: str | None
+    last_polled_at: datetime | None
+    last_outcome: str | None
+    last_error: str | None
+    consecutive_failures: int
+    next_poll_at: datetime | None
+    articles: int
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Store:
+        try:
+            engine = db.make_engine(url)
+            if migrate:
+                db.upgrade(engine)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot open database: {exc.__class__.__name__}: {exc}") from exc
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database error: {exc.__class__.__name__}: {exc}") from exc
+
+    # feeds
+
+    def sync_feeds(self, feeds: Iterable[tuple[str, str]]) -> None:
+        """Make sure every configured (id, url) has a row; a changed URL is taken over."""
+        with self._session() as session:
+            for feed_id, url in feeds:
+                row = session.get(db.FeedRow, feed_id)
+                if row is None:
+                    session.add(db.FeedRow(id=feed_id, url=url, consecutive_failures=0))
+                elif row.url != url:
+                    row.url, row.etag, row.last_modified = url, None, None
+
+    def feed_state(self, feed_id: str) -> FeedState:
+        with self._session() as session:
+            row = session.get(db.FeedRow, feed_id)
+            if row is None:
+                raise StorageError(f"feed {feed_id!r} is not in the database")
+            return FeedState(
+                etag=row.etag,
+                last_modified=row.last_modified,
+                baselined=row.baselined_at is not None,
+                next_poll_at=row.next_poll_at,
+                consecutive_failures=row.consecutive_failures,
+            )
+
+    def record_success(
+        self,
+        feed_id: str,
+        *,
+        now: datetime,
+        outcome: str,
+        next_poll_at: datetime,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        title: str | None = None,
+    ) -> None:
+        with self._session() as session:
+            row = self._feed(session, feed_id)
+            row.last_polled_at = row.last_success_at = now
+            row.last_outcome, row.last_error, row.consecutive_failures = outcome, None, 0
+            row.next_poll_at = next_poll_at
+            if outcome != "not_modified":
+                row.etag, row.last_modified = etag, last_modified
+                row.baselined_at = row.baselined_at or now
+                row.title = title or row.title
+
+    def record_failure(
+        self, feed_id: str, *, now: datetime, error: str, next_poll_at: datetime
+    ) -> None:
+        with self._session() as session:
+            row = self._feed(session, feed_id)
+            row.last_polled_at, row.last_outcome, row.last_error = now, "error", error
+            row.consecutive_failures += 1
+            row.next_poll_at = next_poll_at
+
+    @staticmethod
+    def _feed(session: Session, feed_id: str) -> db.FeedRow:
+        row = session.get(db.FeedRow, feed_id, with_for_update=True)
+        if row is None:
+            raise StorageError(f"feed {feed_id!r} is not in the database")
+        return row
+
+    def feed_summaries(self) -> list[FeedSummary]:
+        counts = (
+            select(db.ArticleRow.feed_id, func.count().label("n"))
+            .group_by(db.ArticleRow.feed_id)
+            .subquery()
+        )
+        query = (
+            select(db.FeedRow, func.coalesce(counts.c.n, 0))
+            .outerjoin(counts, counts.c.feed_id == db.FeedRow.id)
+            .order_by(db.FeedRow.id)
+        )
+        with self._session() as session:
+            return [
+                FeedSummary(
+                    id=row.id,
+                    url=row.url,
+                    title=row.title,
+                    last_polled_at=row.last_polled_at,
+                    last_outcome=row.last_outcome,
+                    last_error=row.last_error,
+                    consecutive_failures=row.consecutive_failures,
+                    next_poll_at=row.next_poll_at,
+                    articles=n,
+                )
+                for row, n in session.execute(query)
+            ]
+
+    # articles, matches and the outbox
+
+    def ingest(
+        self, feed_id: str, articles: Sequence[Article], *, now: datetime, matcher: Matcher | None
+    ) -> IngestResult:
+        """Store ``articles``; match only the ones never seen before (``matcher=None``: the
+        feed's backlog, stored silently). Edited entries are updated in place, never re-matched."""
+        new = updated = matches = deliveries = 0
+        with self._session() as session:
+            existing = self._existing(session, feed_id, [a.key for a in articles])
+            for article in _unique_by_key(articles):
+                row = existing.get(article.key)
+                if row is not None:
+                    updated += _update_article(row, article, now)
+                    continue
+                row = _new_article(feed_id, article, now)
+                session.add(row)
+                new += 1
+                if matcher is not None:
+                    session.flush()
+                    m, d = _queue_alerts(session, row.id, matcher(article), now)
+                    matches, deliveries = matches + m, deliveries + d
+        return IngestResult(new=new, updated=updated, matches=matches, deliveries=deliveries)
+
+    @staticmethod
+    def _existing(session: Session, feed_id: str, keys: list[str]) -> dict[str, db.ArticleRow]:
+        found: dict[str, db.ArticleRow] = {}
+        for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
+            chunk = keys[start : start + 500]
+            query = select(db.ArticleRow).where(
+                db.ArticleRow.feed_id == feed_id, db.ArticleRow.key.in_(chunk)
+            )
+            found.update((row.key, row) for row in session.scalars(query))
+        return found
+
+    def due_deliveries(self, now: datetime, limit: int = 100) -> list[Delivery]:
+        """Deliveries waiting to be sent whose time has come, oldest first."""
+        query = (
+            select(db.DeliveryRow, db.MatchRow, db.ArticleRow, db.FeedRow.title)
+            .join(db.MatchRow, db.DeliveryRow.match_id == db.MatchRow.id)
+            .join(db.ArticleRow, db.MatchRow.article_id == db.ArticleRow.id)
+            .join(db.FeedRow, db.ArticleRow.feed_id == db.FeedRow.id)
+            .where(
+                db.DeliveryRow.status.in_(("pending", "retrying")),
+                db.DeliveryRow.next_attempt_at <= now,
+            )
+            .order_by(db.DeliveryRow.id)
+            .limit(limit)
+        )
+        with self._session() as session:
+            return [
+                Delivery(
+                    id=d.id,
+                    channel=d.channel,
+                    attempts=d.attempts,
+                    rule=m.rule,
+                    terms=tuple(m.terms),
+                    feed_id=a.feed_id,
+                    feed_title=feed_title,
+                    title=a.title,
+                    link=a.link,
+                    published_at=a.published_at,
+                    summary=a.summary,
+                )
+                for d, m, a, feed_title in session.execute(query)
+            ]
+
+    def record_delivery(
+        self,
+        delivery_id: int,
+        *,
+        now: datetime,
+        error: str | None,
+        retry_at: datetime | None = None,
+    ) -> None:
+        """Sent when ``error`` is None; else retried at ``retry_at``, or dead without one."""
+        status = "sent" if error is None else ("retrying" if retry_at else "dead")
+        values = {
+            "status": status,
+            "attempts": db.DeliveryRow.attempts + 1,
+            "last_error": error,
+            "sent_at": now if error is None else None,
+            "next_attempt_at": retry_at or now,
+        }
+        with self._session() as session:
+            session.execute(
+                update(db.DeliveryRow).where(db.DeliveryRow.id == delivery_id).values(**values)
+            )
+
+    def delivery_counts(self) -> dict[str, int]:
+        query = select(db.DeliveryRow.status, func.count()).group_by(db.DeliveryRow.status)
+        with self._session() as session:
+            return {status: n for status, n in session.execute(query)}
+
+
+def _unique_by_key(articles: Sequence[Article]) -> Iterator[Article]:
+    """A feed that lists one key twice keeps the first (feeds list newest first)."""
+    seen: set[str] = set()
+    for article in articles:
+        if article.key not in seen:
+            seen.add(article.key)
+            yield article
+
+
+def _new_article(feed_id: str, article: Article, now: datetime) -> db.ArticleRow:
+    return db.ArticleRow(
+        feed_id=feed_id,
+        key=article.key,
+        first_seen_at=now,
+        updated_at=now,
+        **_article_fields(article),
+    )
+
+
+def _update_article(row: db.ArticleRow, article: Article, now: datetime) -> int:
+    if row.fingerprint == article.fingerprint:
+        return 0
+    for name, value in _article_fields(article).items():
+        setattr(row, name, value)
+    row.updated_at = now
+    return 1
+
+
+def _article_fields(article: Article) -> dict[str, object]:
+    return {
+        "title": article.title,
+        "link": article.link,
+        "published_at": article.published,
+        "summary": article.summary,
+        "content": article.content,
+        "authors": list(article.authors),
+        "tags": list(article.tags),
+        "fingerprint": article.fingerprint,
+    }
+
+
+def _queue_alerts(
+    session: Session, article_id: int, hits: Sequence[Match], now: datetime
+) -> tuple[int, int]:
+    deliveries = 0
+    for hit in hits:
+        match = db.MatchRow(article_id=article_id, rule=hit.rule, terms=list(hit.terms))
+        match.matched_at = now
+        session.add(match)
+        session.flush()
+        for channel in dict.fromkeys(hit.channels):
+            session.add(
+                db.DeliveryRow(
+                    match_id=match.id,
+                    channel=channel,
+                    status="pending",
+                    attempts=0,
+                    created_at=now,
+                    next_attempt_at=now,
+                )
+            )
+            deliveries += 1
+    return len(hits), deliveries
