@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import builtins
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,20 @@ from tests.servers import FeedServer, Receiver, running
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def no_io(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Refuse, and record, any attempt to open a file or a connection while a test runs."""
+    attempts: list[str] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(repr(args[:2]))
+        raise PermissionError("parse must not do I/O")
+
+    monkeypatch.setattr(builtins, "open", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts
 
 
 @pytest.fixture

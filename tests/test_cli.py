@@ -110,3 +110,16 @@ def test_db_upgrade_and_feeds_listing(write_config) -> None:
     assert "database is up to date" in invoke("db", "upgrade", "-c", config, env=env).output
     listing = invoke("feeds", "-c", config, env=env).output
     assert listing.splitlines()[1].split() == ["world", "-", "never", "polled", "0", "-"]
+
+
+def test_check_shows_feed_urls_as_written_so_tokens_stay_hidden(write_config) -> None:
+    text = CONFIG.replace("world.xml", "world.xml?key=${FEED_KEY}")
+    result = invoke(
+        "check",
+        "-c",
+        str(write_config(text)),
+        env={"SLACK_SECRET": SECRET, "FEED_KEY": "k-hunter2"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "world: https://example.org/world.xml?key=${FEED_KEY} every 10m" in result.output
+    assert "hunter2" not in result.output

@@ -185,3 +185,11 @@ def test_bad_durations(text: object) -> None:
 def test_database_can_be_overridden_from_the_environment(write_config) -> None:
     env = {"SLACK_TOKEN": "t", "WATCHER_DATABASE": "sqlite:////data/watcher.db"}
     assert load_config(write_config(VALID), env).settings.database == "sqlite:////data/watcher.db"
+
+
+def test_database_url_is_checked(write_config) -> None:
+    found = problems(VALID.replace("sqlite:///data/watcher.db", "mysql://x/y"), write_config)
+    assert found == [
+        "watcher.database: got 'mysql://x/y'; expected a database URL such as "
+        "'sqlite:///watcher.db' or 'postgresql://user@host/dbname'"
+    ]

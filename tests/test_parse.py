@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
 import json
-import socket
 import time
 import warnings
 from datetime import UTC, datetime
@@ -500,20 +498,6 @@ def test_normal_parsing_emits_no_warnings() -> None:
 
 
 # --- the body is data, never a path or a URL -----------------------------------------------
-
-
-@pytest.fixture
-def no_io(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record (and refuse) any attempt to open a file or a connection while a test runs."""
-    attempts: list[str] = []
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        attempts.append(repr(args[:2]))
-        raise PermissionError("parse must not do I/O")
-
-    monkeypatch.setattr(builtins, "open", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    return attempts
 
 
 @pytest.mark.parametrize("body", [b"/dev/zero", b"/etc/passwd", b"http://127.0.0.1:9/feed.xml"])

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from watcher import db
+from watcher.errors import StorageError
 from watcher.models import Article, Match
 from watcher.store import Store
 
@@ -185,3 +186,28 @@ def test_untrusted_text_survives_storage(store: Store) -> None:
     store.ingest("world", [weird], now=NOW, matcher=rule_on("Київ"))
     [due] = store.due_deliveries(NOW)
     assert due.title == weird.title and len(due.summary) == 100_000
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path}/deep/folder/watcher.db")
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        store.close()
+
+
+def test_missing_driver_is_a_clear_storage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_psycopg(name: str, *args: object, **kwargs: object) -> object:
+        if name.startswith("psycopg"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_psycopg)
+    with pytest.raises(StorageError, match=r"driver is not installed .*watcher\[postgres\]"):
+        Store.open("postgresql://nobody@127.0.0.1:1/none")

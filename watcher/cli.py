@@ -77,7 +77,7 @@ def _setup_logging(ctx: click.Context, default: str) -> None:
         force=True,
     )
     if level.upper() != "DEBUG":  # their INFO lines repeat what watcher's own say
-        for chatty in ("alembic", "apprise", "httpx"):
+        for chatty in ("alembic", "apprise", "apscheduler", "httpx"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
@@ -95,7 +95,7 @@ def check(config_path: Path) -> None:
     for feed in config.feeds:
         tags = f" [{', '.join(feed.tags)}]" if feed.tags else ""
         every = _duration(config.interval(feed).total_seconds())
-        click.echo(f"    {feed.id}: {feed.url} every {every}{tags}")
+        click.echo(f"    {feed.id}: {config.shown_url(feed)} every {every}{tags}")
     click.echo(f"  rules     {len(config.rules)}")
     for rule in config.rules:
         scope = "every feed" if rule.feed_ids is None else ", ".join(sorted(rule.feed_ids))

@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -74,6 +74,16 @@ class WatcherSettings(_Section):
     max_redirects: int = Field(default=5, ge=0, le=20)
     max_entries: int = Field(default=1000, ge=1)
     concurrency: int = Field(default=10, ge=1, le=1000)
+
+    @field_validator("database")
+    @classmethod
+    def _database_url(cls, url: str) -> str:
+        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", url):
+            raise ValueError(
+                "expected a database URL such as 'sqlite:///watcher.db' or "
+                "'postgresql://user@host/dbname'"
+            )
+        return url
 
     @field_validator("default_interval", "timeout")
     @classmethod
@@ -146,6 +156,11 @@ class Config:
     feeds: tuple[FeedConfig, ...]
     rules: tuple[Rule, ...]
     channels: Mapping[str, ChannelConfig]
+    written_urls: Mapping[str, str] = field(default_factory=dict)  # feed id -> URL as written
+
+    def shown_url(self, feed: FeedConfig) -> str:
+        """The feed URL as the file spells it: a token read from ``${VAR}`` stays hidden."""
+        return self.written_urls.get(feed.id, feed.url)
 
     def interval(self, feed: FeedConfig) -> timedelta:
         return feed.interval or self.settings.default_interval
@@ -191,7 +206,16 @@ def build_config(raw: dict[str, Any], path: Path, environ: Mapping[str, str]) ->
         feeds=tuple(_resolve_file_url(feed, path.parent) for feed in model.feeds),
         rules=rules,
         channels=model.channels,
+        written_urls=_urls_with_variables(raw),
     )
+
+
+def _urls_with_variables(raw: dict[str, Any]) -> dict[str, str]:
+    return {
+        feed["id"]: feed["url"]
+        for feed in raw.get("feeds", [])
+        if isinstance(feed.get("url"), str) and _ENV_REF.search(feed["url"])
+    }
 
 
 def _expand_env(

@@ -29,6 +29,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -142,6 +143,9 @@ def utcnow() -> datetime:
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and enforced foreign keys."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":  # psycopg 3, not SQLAlchemy's default psycopg2
+        return create_engine(parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True)
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":

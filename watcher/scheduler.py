@@ -30,7 +30,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 DELIVERY_SWEEP = timedelta(seconds=15)
-STOP_GRACE = timedelta(seconds=20)
+STOP_GRACE = timedelta(seconds=8)  # inside Docker's default 10 s before SIGKILL
 
 
 @dataclass(frozen=True, slots=True)

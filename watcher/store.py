@@ -64,6 +64,11 @@ class Store:
             engine = db.make_engine(url)
             if migrate:
                 db.upgrade(engine)
+        except ModuleNotFoundError as exc:
+            raise StorageError(
+                f"cannot open database: its driver is not installed ({exc.name}); for "
+                "PostgreSQL: pip install 'watcher[postgres]'"
+            ) from exc
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot open database: {exc.__class__.__name__}: {exc}") from exc
         return cls(engine)
