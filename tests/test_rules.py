@@ -6,23 +6,30 @@ how it explains a mistake in the rule."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 import pytest
 
 from watcher.errors import QuerySyntaxError, RuleError
-from watcher.rules import Document, Query, compile_query
+from watcher.rules import Document, Entity, Query, compile_query
 
-ENTITIES: Mapping[str, Sequence[str]] = {
+ENTITIES: Mapping[str, Entity | Sequence[str]] = {
     "nato": ("NATO", "North Atlantic Treaty Organization"),
     "ukraine": ("Ukraine", "Ukrainian", "Kyiv"),
     "ua": ("Україна", "Киев"),
     "us": ("U.S.", "United States"),
+    "who": Entity(names=("World Health Organization",), exact=("WHO",)),
+    "un": Entity(names=("United Nations",), exact=("UN", "U.N.")),
 }
 
 
 def terms(query: str, title: str, **fields: str) -> tuple[str, ...]:
     return compile_query(query, ENTITIES).match(Document(title=title, **fields))
+
+
+def selects(query: str, document: Document) -> bool:
+    return bool(compile_query(query, ENTITIES).match(document))
 
 
 # --- which articles match ---------------------------------------------------------------------
@@ -160,6 +167,197 @@ def test_entities_match_any_of_their_names(query: str, title: str, matches: bool
     assert bool(terms(query, title)) is matches
 
 
+PREFIXES = [
+    # (query, article title, matches)
+    ("sanction*", "EU sanctions bite", True),
+    ("sanction*", "Firms SANCTIONED today", True),
+    ("sanction*", "A sanction", True),
+    ("sanction*", "Unsanctioned trade", False),  # the word must start with it
+    ("sanction*", "sanc tion", False),
+    ("sanc*", "Sanctions", True),
+    ("un*", "UN talks", True),  # two letters are enough
+    ("Украин*", "Украинская делегация", True),
+    ("украин*", "УКРАИНА", True),
+    ("caf*", "Café society", True),  # accents are folded as for whole words
+    ("=Sanc*", "Sanctions", True),  # '=' makes a prefix case-sensitive
+    ("=Sanc*", "sanctions", False),
+    ("title:sanction* kyiv", "Kyiv sanctions", True),
+]
+
+
+@pytest.mark.parametrize(("query", "title", "matches"), PREFIXES)
+def test_prefixes_match_words_that_start_with_them(query: str, title: str, matches: bool) -> None:
+    assert bool(terms(query, title)) is matches
+
+
+EXACT = [
+    # (query, article title, matches): '=' keeps case, and nothing else changes
+    ("=US", "US troops withdraw", True),
+    ("=US", "Talks with us", False),
+    ("us", "US troops withdraw", True),  # without '=', any case
+    ("=US", "U.S. troops", False),  # a different word: "U" and "S"
+    ("=WHO", "WHO warns of outbreak", True),
+    ("=WHO", "Who warns of outbreak", False),
+    ("=WHO", "WHO’s chief", True),  # possessives as for any word
+    ("=Café", "Cafe opens", True),  # accents still fold
+    ("=Café", "cafe opens", False),
+    ("=ﬁnance", "finance", True),  # NFKC: the ligature is "fi"
+    ('="World Health"', "World Health body", True),
+    ('="World Health"', "world health body", False),
+    ("=Україна", "Україна та НАТО", True),
+    ("=Україна", "УКРАЇНА та НАТО", False),
+    # entities: names in any case, exact names only as written
+    ("@who", "WHO warns", True),
+    ("@who", "Who warns?", False),
+    ("@who", "world health organization warns", True),
+    ("@un", "UN envoy", True),
+    ("@un", "Un envoy", False),
+    ("@un", "U.N. envoy", True),
+    ("@un", "united nations envoy", True),
+]
+
+
+@pytest.mark.parametrize(("query", "title", "matches"), EXACT)
+def test_exact_words_and_names_keep_their_case(query: str, title: str, matches: bool) -> None:
+    assert bool(terms(query, title)) is matches
+
+
+NEAR = [
+    # (query, fields, matches)
+    ("nato NEAR/2 kyiv", {"title": "NATO meets in Kyiv"}, True),  # two words between
+    ("nato NEAR/1 kyiv", {"title": "NATO meets in Kyiv"}, False),
+    ("nato NEAR/2 kyiv", {"title": "Kyiv: a NATO summit"}, True),  # either order
+    ("nato NEAR/0 summit", {"title": "NATO summit"}, True),  # side by side
+    ("nato NEAR/0 summit", {"title": "NATO's summit"}, False),  # "s" is a word between
+    ("nato NEAR kyiv", {"content": "NATO " + "word " * 10 + "Kyiv"}, True),  # default 10
+    ("nato NEAR kyiv", {"content": "NATO " + "word " * 11 + "Kyiv"}, False),
+    ("nato NEAR/5 kyiv", {"title": "NATO meets", "summary": "Kyiv waits"}, False),  # fields
+    ("nato NEAR/5 kyiv", {"tags": ("NATO", "Kyiv")}, False),  # two tags are two values
+    ("nato NEAR/5 kyiv", {"title": "Kyiv", "content": "NATO and Kyiv"}, True),
+    ('"black sea" NEAR/3 grain', {"title": "Grain ships leave the Black Sea"}, True),
+    ('"black sea" NEAR/1 grain', {"title": "Grain ships leave the Black Sea"}, False),
+    ("sanction* NEAR/3 @nato", {"title": "North Atlantic Treaty Organization sanctions"}, True),
+    ("(kyiv OR odesa) NEAR/1 port", {"title": "Odesa port reopens"}, True),
+    ("(kyiv OR odesa) NEAR/1 port", {"title": "Kyiv says the port reopens"}, False),
+    ("=WHO NEAR/3 vaccine", {"title": "WHO approves vaccine"}, True),
+    ("=WHO NEAR/3 vaccine", {"title": "who approves vaccine"}, False),
+    ("nato NEAR/3 nato", {"title": "NATO summit"}, False),  # two occurrences are needed
+    ("nato NEAR/3 nato", {"title": "NATO meets NATO"}, True),
+    ('"black sea" NEAR/3 sea', {"title": "the Black Sea"}, False),  # overlapping is not near
+    ("title:nato NEAR/3 kyiv", {"title": "Kyiv", "summary": "NATO in Kyiv"}, False),
+]
+
+
+@pytest.mark.parametrize(("query", "fields", "matches"), NEAR)
+def test_near_counts_words_between_two_terms_in_one_field(
+    query: str, fields: dict[str, str | tuple[str, ...]], matches: bool
+) -> None:
+    document = Document(**{"title": "", **fields})  # type: ignore[arg-type]
+    assert selects(query, document) is matches
+
+
+PRECEDENCE = [
+    # (query, article title, matches): NOT, then NEAR, then AND, then OR
+    ("alpha NEAR/1 beta gamma", "alpha beta gamma", True),  # (alpha NEAR beta) AND gamma
+    ("alpha NEAR/1 beta gamma", "alpha x x beta gamma", False),
+    ("alpha OR beta NEAR/1 gamma", "alpha", True),  # alpha OR (beta NEAR gamma)
+    ("alpha OR beta NEAR/1 gamma", "beta x x gamma", False),
+    ("alpha NEAR/1 beta -gamma", "alpha beta gamma", False),
+    ("alpha NEAR/1 beta -gamma", "alpha beta", True),
+    ("(alpha OR beta) NEAR/0 gamma", "beta gamma", True),
+]
+
+
+@pytest.mark.parametrize(("query", "title", "matches"), PRECEDENCE)
+def test_near_binds_after_not_and_before_and(query: str, title: str, matches: bool) -> None:
+    assert bool(terms(query, title)) is matches
+
+
+ARTICLE = Document(
+    title="NATO summit opens",
+    summary="Leaders meet in Vilnius",
+    content="The alliance discussed Ukraine.",
+    tags=("World", "Europe"),
+    authors=("Jane Doe",),
+    link="https://example.org/world/nato-summit",
+    feed="bbc-world BBC News",
+)
+
+FIELD_SCOPES = [
+    # (query, matches) against ARTICLE
+    ("title:nato", True),
+    ("summary:nato", False),
+    ("title:(vilnius OR summit)", True),
+    ("summary:(vilnius OR summit)", True),
+    ("content:(vilnius OR summit)", False),
+    ('title:"summit opens"', True),
+    ('summary:"summit opens"', False),
+    ("title:@nato", True),
+    ("content:@ukraine", True),
+    ("tags:europe", True),
+    ('tags:"world europe"', False),  # each tag is its own value
+    ("author:doe", True),
+    ("doe", False),  # a term without a field reads title, summary, content and tags
+    ("author:nato", False),
+    ("link:example.org", True),
+    ("link:nato-summit", True),
+    ("link:https://example.org/world", True),
+    ("example", False),
+    ("feed:bbc-world", True),
+    ('feed:"bbc news"', True),
+    ("bbc", False),
+    ("europe", True),
+    ("title:nato -summary:nato", True),
+    ("title:nato -title:summit", False),
+    ("title:sum*", True),
+    ("content:=Ukraine", True),
+    ("content:=ukraine", False),
+]
+
+
+@pytest.mark.parametrize(("query", "matches"), FIELD_SCOPES)
+def test_field_scopes_look_only_in_their_field(query: str, matches: bool) -> None:
+    assert selects(query, ARTICLE) is matches
+
+
+REGEXES = [
+    # (query, fields, matches): RE2 over the NFKC text, case kept
+    ("/nato/", {"title": "nato summit"}, True),
+    ("/nato/", {"title": "NATO summit"}, False),
+    ("/nato/i", {"title": "NATO summit"}, True),
+    ("/sanction(s|ed)\\b/", {"content": "firms sanctioned"}, True),
+    ("/^Breaking/", {"title": "News", "summary": "Breaking: a summit"}, True),  # per field
+    ("title:/^Breaking/", {"title": "News", "summary": "Breaking: a summit"}, False),
+    ("/Summit$/", {"title": "NATO Summit", "summary": "later"}, True),
+    ("/finance/", {"title": "ﬁnance ministers"}, True),  # the ligature is NFKC "fi"
+    ("/Café/", {"title": "Café society"}, True),  # NFKC composes the accent
+    ("/Ukraine's/", {"title": "Ukraine’s navy"}, True),  # apostrophes made ASCII
+    ("/\\d{4}-\\d{2}/", {"title": "Budget 2024-25"}, True),
+    ("link:/\\/sport\\//", {"title": "x", "link": "https://e.org/sport/1"}, True),
+    ("link:/\\/sport\\//", {"title": "x", "link": "https://e.org/news/1"}, False),
+    ("tags:/^Eur/", {"title": "x", "tags": ("World", "Europe")}, True),
+    ("/нато/i", {"title": "НАТО"}, True),
+    ("/nato/ kyiv", {"title": "nato in Kyiv"}, True),
+    ("/nato/ -kyiv", {"title": "nato in Kyiv"}, False),
+]
+
+
+@pytest.mark.parametrize(("query", "fields", "matches"), REGEXES)
+def test_regexes_run_on_each_field_value(
+    query: str, fields: dict[str, str | tuple[str, ...]], matches: bool
+) -> None:
+    document = Document(**{"title": "", **fields})  # type: ignore[arg-type]
+    assert selects(query, document) is matches
+
+
+def test_a_pathological_regex_runs_in_linear_time() -> None:
+    query = compile_query("/(a+)+$/", ENTITIES)  # catastrophic backtracking for Python's re
+    started = time.perf_counter()
+    assert query.match(Document(title="", content="a" * 100_000 + "b")) == ()
+    assert query.match(Document(title="", content="a" * 100_000)) == ("/(a+)+$/",)
+    assert time.perf_counter() - started < 1.0
+
+
 # --- what a match reports ---------------------------------------------------------------------
 
 REPORTED = [
@@ -259,6 +457,39 @@ SYNTAX_ERRORS = [
     ("nato @", 5, "expected an entity id after '@'"),
     ("nato @ ukraine", 5, "expected an entity id after '@'"),
     ("@na.to", 3, "letters, digits"),
+    # prefixes and exact words
+    ("sanc*tion", 4, "'*' can only end a word"),
+    ("*", 0, "a prefix needs letters or digits before '*'"),
+    ("nato s*", 5, "at least 2 letters or digits"),
+    ("U.S.*", 0, "a prefix needs one word before '*'"),
+    ("= US", 0, "'=' must be written directly before a word or phrase"),
+    ("=@who", 0, "'=' must be written directly before a word or phrase"),
+    ("nato =(kyiv)", 5, "'=' must be written directly before a word or phrase"),
+    # NEAR
+    ("nato NEAR", 5, "'NEAR' needs a term after it"),
+    ("NEAR/3 kyiv", 0, "'NEAR/3' needs a term before it"),
+    ("nato NEAR/x kyiv", 10, "expected a number after 'NEAR/'"),
+    ("nato NEAR/1001 kyiv", 10, "at most 1000 words"),
+    ("a NEAR b NEAR c", 9, "NEAR cannot be chained"),
+    ("NOT a NEAR b", 0, "NOT cannot be a side of NEAR"),
+    ("a NEAR (b c)", 7, "NEAR needs a word, phrase, prefix or @entity"),
+    ("a NEAR (b OR -c)", 13, "NOT cannot be a side of NEAR"),
+    ("/nato/ NEAR kyiv", 0, "a /regex/ cannot be used with NEAR"),
+    # fields
+    ("foo:bar", 0, "unknown field 'foo:'; fields are title, summary, content, tags, author"),
+    ("nato Title:nato", 5, "unknown field 'Title:'"),
+    ("title: nato", 0, "'title:' must be written directly before its term"),
+    ("title:(summary:nato)", 7, "scopes cannot nest"),
+    ("title:-nato", 0, "'title:' needs a term or a (group) after it"),
+    ("nato title:OR kyiv", 5, "'title:' needs a term or a (group) after it"),
+    # regexes
+    ("/(nato/", 0, "invalid regex: missing )"),
+    ("/(a)\\1/", 0, "invalid regex: invalid escape sequence"),  # RE2: no backreferences
+    ("nato /kyiv", 5, "unterminated regex"),
+    ("/nato/x", 6, "unknown regex flag 'x'"),
+    ("nato //", 5, "empty regex"),
+    ("/x*/", 0, "matches empty text"),
+    ("kyiv /" + "x" * 100_000 + "/", 5, "invalid regex: pattern too large"),
 ]
 
 
@@ -272,6 +503,7 @@ def test_syntax_errors_point_at_the_mistake(query: str, position: int, message: 
     assert error.query == query
     assert message in error.message
     assert str(error).splitlines()[-1] == "    " + " " * position + "^"
+    assert str(error).splitlines()[-2] == "    " + query
     assert isinstance(error, RuleError)  # callers can catch every bad rule as one kind
 
 
@@ -286,12 +518,16 @@ RULE_ERRORS = [
     ("NOT sport", ENTITIES, "lack alone"),
     ("-sport", ENTITIES, "lack alone"),
     ("nato OR NOT sport", ENTITIES, "lack alone"),
+    ("title:nato OR -title:sport", ENTITIES, "lack alone"),
+    ("@missing NEAR kyiv", ENTITIES, "unknown entity @missing"),
+    ("@blank", {"blank": Entity()}, "entity @blank has no name"),
+    ("@marks", {"marks": Entity(names=("...",), exact=("!",))}, "entity @marks has no name"),
 ]
 
 
 @pytest.mark.parametrize(("query", "entities", "message"), RULE_ERRORS)
 def test_rule_errors_name_the_problem(
-    query: str, entities: Mapping[str, Sequence[str]], message: str
+    query: str, entities: Mapping[str, Entity | Sequence[str]], message: str
 ) -> None:
     with pytest.raises(RuleError, match=message) as caught:
         compile_query(query, entities)
@@ -312,3 +548,10 @@ def test_an_entity_given_as_one_string_is_one_name() -> None:
     query = compile_query("@nato", {"nato": "NATO"})
     assert query.match(Document(title="NATO")) == ("NATO",)
     assert query.match(Document(title="A to Z")) == ()
+
+
+def test_entities_may_be_given_as_entity_or_as_a_list_of_names() -> None:
+    entities = {"who": Entity(names=("World Health Organization",), exact=("WHO",))}
+    document = Document(title="WHO and the World Health Organization")
+    assert compile_query("@who", entities).match(document) == ("World Health Organization", "WHO")
+    assert compile_query("@who", {"who": ["who"]}).match(document) == ("who",)

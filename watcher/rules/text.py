@@ -1,23 +1,29 @@
-"""What a "word" is, for rules and articles alike, and the per-document word index. No I/O.
+"""What a "word" is, for rules and articles alike, and how a word maps back to the text it came
+from. No I/O.
 
-Queries and articles go through the same two steps, so both sides agree on every word:
+Queries and articles go through the same steps, one character at a time, so both sides agree
+on every word and every word knows its place in the original text:
 
-    normalise: NFKC, casefold, strip accents (NFKD minus combining marks), one apostrophe
-    words:     runs of letters, digits and the marks that belong to them; in scripts written
-               without spaces (Chinese, Japanese, Thai...) every character is a word
+    keep:   NFKD, accents (combining marks) removed, every apostrophe made the ASCII one
+    fold:   keep, then casefold (and NFKD again: casefolding can produce composed letters)
+    words:  runs of letters, digits and the spacing marks that belong to them; in scripts
+            written without spaces (Chinese, Japanese, Thai...) every character is a word
 
-A ``Document`` builds its ``TextIndex`` (word -> positions) once, on first use, so a single
-article can be tested against thousands of compiled rules without re-reading its text.
+``words`` gives the folded words (what case-insensitive terms compare), ``exact_words`` the
+same words with their case kept (what ``=US`` compares), and ``word_spans`` where each one
+lies in the original string. Because every character is converted on its own, "ﬁ" -> "fi" or
+"ß" -> "ss" change lengths without losing track of where a word starts and ends.
+
+``regex_text`` is what a ``/regex/`` sees: NFKC with case kept, per character cluster, and a
+map back to the original offsets.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
-from functools import cache, cached_property
+from collections.abc import Callable
+from functools import cache, lru_cache
 from itertools import chain
 
 # Apostrophes that differ only in typography. U+02BC is a letter to Unicode (Ukrainian writes
@@ -26,14 +32,27 @@ _APOSTROPHES = "\u2018\u2019\u201b\u02bc\u2032\uff07`"
 
 # Scripts written without spaces between words: a word there has no edges to find, so each
 # character is a word of its own and a query word becomes a phrase of characters.
-_UNSPACED = (
+_UNSPACED = re.compile(
+    "["
     "\u0e00-\u0eff"  # Thai, Lao
     "\u1000-\u109f"  # Myanmar
     "\u1780-\u17ff"  # Khmer
     "\u3040-\u30ff\u31f0-\u31ff"  # Hiragana, Katakana
     "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # Han
     "\U00020000-\U0003134f"  # Han extensions
+    "]"
 )
+
+# Hangul vowel and final-consonant jamo join the syllable before them, like combining marks.
+_JAMO = "\u1160-\u11ff\ud7b0-\ud7ff"
+
+_CACHE_LIMIT = 1 << 16  # distinct characters remembered per table; beyond it, recomputed
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_TOKEN = re.compile(r"\S+")
+
+# ASCII needs no Unicode tables: letters and digits stay, everything else separates words.
+_ASCII_SEPARATORS = str.maketrans({chr(c): " " for c in range(128) if not chr(c).isalnum()})
+_ASCII_FOLD = {**_ASCII_SEPARATORS, **{c: chr(c).lower() for c in range(65, 91)}}
 
 
 @cache
@@ -54,7 +73,7 @@ def _marks() -> tuple[frozenset[str], frozenset[str]]:
 
 
 @cache
-def _fold_table() -> dict[int, str | None]:
+def _strip_table() -> dict[int, str | None]:
     """A ``str.translate`` table: accents removed, every apostrophe made the ASCII one."""
     accents, _ = _marks()
     table: dict[int, str | None] = dict.fromkeys(map(ord, accents))
@@ -62,79 +81,217 @@ def _fold_table() -> dict[int, str | None]:
     return table
 
 
-@cache
-def _word_pattern() -> re.Pattern[str]:
+def _keep(char: str) -> str:
+    return unicodedata.normalize("NFKD", char).translate(_strip_table())
+
+
+def _fold(char: str) -> str:
+    # Folding what ``_keep`` made, rather than the character itself, means two characters
+    # with the same kept form always fold alike: an exact match implies a folded one.
+    folded = unicodedata.normalize("NFKD", _keep(char).casefold())
+    return folded.translate(_strip_table())
+
+
+def _as_tokens(converted: str) -> str:
+    """``converted`` with word characters kept, separators made spaces, and each character
+    of an unspaced script set apart as a word of its own."""
     _, word_marks = _marks()
-    marks = "".join(re.escape(mark) for mark in sorted(word_marks))
-    # Underscore is left out of words so that "#nato_summit" still contains "nato".
-    return re.compile(f"[{_UNSPACED}]|(?:[^\\W_{_UNSPACED}]|[{marks}])+")
+    out = []
+    for char in converted:
+        if _UNSPACED.match(char):
+            out.append(f" {char} ")
+        elif char.isalnum() or char in word_marks:  # isalnum is exactly re's [^\W_]
+            out.append(char)
+        else:
+            out.append(" ")
+    return "".join(out)
 
 
-def normalise(text: str) -> str:
-    """Fold ``text`` so that case, accents, compatibility forms and apostrophes do not count."""
-    if text.isascii():  # most feeds: nothing to decompose, and casefold is all that is needed
-        return text.casefold()
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    bare = unicodedata.normalize("NFKD", folded).translate(_fold_table())
-    return unicodedata.normalize("NFC", bare)
+class _CharTable(dict[int, str]):
+    """codepoint -> what it becomes in the token stream, worked out on first sight."""
+
+    def __init__(self, convert: Callable[[str], str]) -> None:
+        super().__init__()
+        self._convert = convert
+
+    def __missing__(self, codepoint: int) -> str:
+        value = _as_tokens(self._convert(chr(codepoint)))
+        if len(self) < _CACHE_LIMIT:
+            self[codepoint] = value
+        return value
+
+
+_FOLD_TABLE = _CharTable(_fold)
+_KEEP_TABLE = _CharTable(_keep)
+
+
+def _fold_run(run: re.Match[str]) -> str:
+    text = run.group()
+    return _fold_word(text) if len(text) <= _RUN_CACHED else text.translate(_FOLD_TABLE)
+
+
+def _keep_run(run: re.Match[str]) -> str:
+    text = run.group()
+    return _keep_word(text) if len(text) <= _RUN_CACHED else text.translate(_KEEP_TABLE)
+
+
+# Runs of non-ASCII characters are mostly words, which recur: short ones are remembered.
+_RUN_CACHED = 24
+
+
+@lru_cache(maxsize=_CACHE_LIMIT)
+def _fold_word(run: str) -> str:
+    return run.translate(_FOLD_TABLE)
+
+
+@lru_cache(maxsize=_CACHE_LIMIT)
+def _keep_word(run: str) -> str:
+    return run.translate(_KEEP_TABLE)
+
+
+# The non-ASCII characters of most English news text: quotes, dashes, no-break space.
+_TYPOGRAPHY = "\u2019\u2018\u201c\u201d\u2014\u2013\u00a0\u2026\u00ab\u00bb"
+
+
+@cache
+def _typography(*, keep: bool) -> tuple[tuple[str, str], ...]:
+    table = _KEEP_TABLE if keep else _FOLD_TABLE
+    return tuple((char, table[ord(char)]) for char in _TYPOGRAPHY)
+
+
+def _without_typography(text: str, *, keep: bool) -> str:
+    """``text`` with its typography already converted, as the table would: what remains is
+    often plain ASCII, and the fast path takes it."""
+    for char, replacement in _typography(keep=keep):
+        if char in text:  # str.find is far faster than a regex scan
+            text = text.replace(char, replacement)
+    return text
+
+
+def _as_ascii(text: str, *, keep: bool) -> str:
+    """``text`` with its typography converted when that leaves ASCII of the same length (no
+    offset moves), else ``text`` itself."""
+    plain = _without_typography(text, keep=keep)
+    return plain if plain.isascii() and len(plain) == len(text) else text
+
+
+def _folded_stream(text: str) -> str:
+    """``text`` folded, with one space (or more) wherever words are separated."""
+    if not text.isascii():
+        text = _without_typography(text, keep=False)
+    if text.isascii():  # most feeds: lower() is casefold for ASCII, and it is fast
+        return text.lower().translate(_ASCII_SEPARATORS)
+    # Only the non-ASCII runs go through the Unicode tables; the rest keeps the fast path.
+    return _NON_ASCII.sub(_fold_run, text).translate(_ASCII_FOLD)
+
+
+def _kept_stream(text: str) -> str:
+    if not text.isascii():
+        text = _without_typography(text, keep=True)
+    if text.isascii():
+        return text.translate(_ASCII_SEPARATORS)
+    return _NON_ASCII.sub(_keep_run, text).translate(_ASCII_SEPARATORS)
 
 
 def words(text: str) -> list[str]:
-    """The normalised words of ``text`` in order; punctuation only separates them."""
-    return _word_pattern().findall(normalise(text))
+    """The folded words of ``text`` in order; punctuation only separates them."""
+    return _folded_stream(text).split()
 
 
-@dataclass(frozen=True, slots=True)
-class TextIndex:
-    """Where each word of a document occurs.
-
-    Fields are laid end to end with one unused position between them, so a phrase can never
-    run from the title into the summary, or from one tag into the next. (One index instead of
-    one per field: a rule term costs one lookup however many tags the article has.)
-    """
-
-    positions: Mapping[str, AbstractSet[int]]
-
-    @classmethod
-    def build(cls, fields: Iterable[str]) -> TextIndex:
-        positions: dict[str, set[int]] = {}
-        position = 0
-        for field_text in fields:
-            for word in words(field_text):
-                positions.setdefault(word, set()).add(position)
-                position += 1
-            position += 1  # the gap that keeps phrases inside one field
-        return cls(positions)
-
-    def contains(self, phrase: Sequence[str]) -> bool:
-        """True when the words of ``phrase`` occur one after another (one word: anywhere)."""
-        if len(phrase) == 1:
-            return phrase[0] in self.positions
-        following: list[AbstractSet[int]] = []
-        for word in phrase:
-            found_at = self.positions.get(word)
-            if found_at is None:
-                return False
-            following.append(found_at)
-        starts, *rest = following
-        return any(
-            all(start + offset in found_at for offset, found_at in enumerate(rest, 1))
-            for start in starts
-        )
+def exact_words(text: str) -> list[str]:
+    """The words of ``text`` with their case kept, one for each of ``words(text)``."""
+    if not text.isascii():
+        text = _as_ascii(text, keep=True)
+    if text.isascii():  # lower() never turns an ASCII letter into a separator or back
+        return text.translate(_ASCII_SEPARATORS).split()
+    kept = (_kept_stream(text[start:end]).replace(" ", "") for start, end in word_spans(text))
+    return list(kept)
 
 
-@dataclass(frozen=True)
-class Document:
-    """An article's text as rules see it: plain text, HTML already stripped by the caller."""
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """Where each of ``words(text)`` lies in ``text``: (start, end) offsets of the original."""
+    if not text.isascii():
+        text = _as_ascii(text, keep=False)  # same offsets: only 1:1 replacements are made
+    stream = _folded_stream(text)
+    spans = [token.span() for token in _TOKEN.finditer(stream)]
+    if text.isascii():
+        return spans
+    origin = _origins(text)
+    return [original_span(origin, start, end) for start, end in spans]
 
-    title: str
-    summary: str = ""
-    content: str = ""
-    tags: tuple[str, ...] = ()
 
-    # Not slots=True: cached_property keeps its value in the instance __dict__, which a frozen
-    # dataclass still allows, so the text is normalised once however many rules test it.
-    @cached_property
-    def index(self) -> TextIndex:
-        """The word positions of every field, built on first use."""
-        return TextIndex.build((self.title, self.summary, self.content, *self.tags))
+def _origins(text: str) -> list[int]:
+    """For each character of the folded stream, the offset in ``text`` it came from, and a
+    last entry for the end of the text."""
+    origin: list[int] = []
+    for offset, char in enumerate(text):
+        width = 1 if char < "\x80" else len(_FOLD_TABLE[ord(char)])
+        origin.extend([offset] * width)
+    origin.append(len(text))
+    return origin
+
+
+# ---------------------------------------------------------------------------------------------
+# What a regex sees.
+
+
+@cache
+def _cluster_pattern() -> re.Pattern[str]:
+    """A character with the marks (and Hangul jamo) that NFKC may combine with it; ASCII
+    that no mark follows goes in long runs, as nothing there can change."""
+    accents, word_marks = _marks()
+    joining = _ranges(sorted(accents | word_marks)) + _JAMO
+    return re.compile(f"(?:[\\x00-\\x7f](?![{joining}]))+|.[{joining}]*", re.DOTALL)
+
+
+def _ranges(chars: list[str]) -> str:
+    """A character-class body with consecutive code points as ranges: ``re`` turns a long
+    list of single characters into a slow linear scan."""
+    spans: list[list[int]] = []
+    for codepoint in map(ord, chars):
+        if spans and spans[-1][1] == codepoint - 1:
+            spans[-1][1] = codepoint
+        else:
+            spans.append([codepoint, codepoint])
+    return "".join(
+        re.escape(chr(low)) if low == high else f"{re.escape(chr(low))}-{re.escape(chr(high))}"
+        for low, high in spans
+    )
+
+
+_APOSTROPHE_TABLE = str.maketrans(dict.fromkeys(_APOSTROPHES, "'"))
+
+
+def regex_text(text: str) -> tuple[str, list[int] | None]:
+    """(NFKC text with case kept and apostrophes made ASCII, origin) where ``origin[i]`` is
+    the offset in ``text`` of character ``i`` (plus one final entry); None when they are
+    the same string."""
+    if text.isascii():
+        return text, None
+    pieces: list[str] = []
+    origin: list[int] = []
+    for cluster in _cluster_pattern().finditer(text):
+        start, end = cluster.span()
+        if cluster.group().isascii():
+            pieces.append(cluster.group())
+            origin.extend(range(start, end))
+            continue
+        normal = unicodedata.normalize("NFKC", cluster.group()).translate(_APOSTROPHE_TABLE)
+        pieces.append(normal)
+        origin.extend([start] * len(normal))
+    origin.append(len(text))
+    return "".join(pieces), origin
+
+
+def original_span(origin: list[int] | None, start: int, end: int) -> tuple[int, int]:
+    """Offsets into a converted text, mapped back to the original through ``origin``. The
+    end reaches the next character that produced output of its own, so a word keeps the
+    accents that were dropped from its converted form, and half a ligature is all of it."""
+    if origin is None:
+        return start, end
+    if end <= start:
+        return origin[start], origin[start]
+    last, after = origin[end - 1], end
+    while origin[after] <= last:  # the final entry, the text's length, stops this
+        after += 1
+    return origin[start], origin[after]
