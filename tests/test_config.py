@@ -7,6 +7,7 @@ import pytest
 
 from watcher.config import load_config, parse_duration
 from watcher.errors import ConfigError
+from watcher.rules import Document
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,7 +123,7 @@ def test_example_config_is_valid() -> None:
         ),
         (
             ('names = ["NATO", "North Atlantic Treaty Organization"]', "names = []"),
-            "entities.nato.names: got []; expected",
+            "entities.nato: got {'names': []}; expected at least one name",
         ),
         (('name = "everything-kyiv"\n', ""), "rules[1].name: required key is missing"),
     ],
@@ -192,4 +193,62 @@ def test_database_url_is_checked(write_config) -> None:
     assert found == [
         "watcher.database: got 'mysql://x/y'; expected a database URL such as "
         "'sqlite:///watcher.db' or 'postgresql://user@host/dbname'"
+    ]
+
+
+PACKS = """
+[watcher]
+entity_packs = ["countries", "organizations"]
+
+[entities.ukraine]
+extend = true
+names = ["Zaporizhzhia"]
+
+[entities.who]
+exact = ["WHO"]
+names = ["World Health Organisation"]
+
+[[rules]]
+name = "r"
+match = "@ukraine AND (@nato OR @who)"
+channels = ["c"]
+
+[channels.c]
+urls = ["console://"]
+"""
+
+
+def test_entity_packs_are_included_and_can_be_extended_or_replaced(write_config) -> None:
+    [rule] = load_config(write_config(PACKS), {}).rules
+    assert rule.query.match(Document(title="Zaporizhzhia plant: NATO statement"))
+    assert rule.query.match(Document(title="Україна і НАТО"))  # noqa: RUF001 (Cyrillic on purpose)
+    assert rule.query.match(Document(title="WHO team reaches Kyiv"))
+    assert not rule.query.match(Document(title="Who will rebuild Kyiv?"))  # exact: WHO only
+    # [entities.who] without extend replaces the pack's entity.
+    assert not rule.query.match(Document(title="World Health Organization team in Kyiv"))
+    assert rule.query.match(Document(title="World Health Organisation team in Kyiv"))
+
+
+def test_unknown_pack_lists_the_known_ones(write_config) -> None:
+    found = problems(PACKS.replace('"organizations"]', '"organisations"]'), write_config, env={})
+    assert found[0] == (
+        "watcher.entity_packs[1]: got 'organisations'; expected one of countries, "
+        "organizations, or a .toml file"
+    )
+
+
+def test_a_pack_of_ones_own(write_config, tmp_path: Path) -> None:
+    (tmp_path / "mine.toml").write_text('[acme]\nnames = ["Acme Corp"]\nexact = ["ACME"]\n')
+    text = PACKS.replace('["countries", "organizations"]', '["countries", "mine.toml"]').replace(
+        "(@nato OR @who)", "@acme"
+    )
+    [rule] = load_config(write_config(text), {}).rules
+    assert rule.query.match(Document(title="ACME opens office in Kyiv"))
+
+
+def test_an_entity_needs_a_name(write_config) -> None:
+    text = PACKS.replace('exact = ["WHO"]\nnames = ["World Health Organisation"]', "exact = []")
+    found = problems(text, write_config, env={})
+    assert found == [
+        "entities.who: got {'exact': []}; expected at least one name in 'names' or 'exact'"
     ]

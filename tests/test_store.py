@@ -211,3 +211,16 @@ def test_missing_driver_is_a_clear_storage_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(builtins, "__import__", no_psycopg)
     with pytest.raises(StorageError, match=r"driver is not installed .*watcher\[postgres\]"):
         Store.open("postgresql://nobody@127.0.0.1:1/none")
+
+
+def test_articles_since_streams_stored_articles_oldest_first(store: Store) -> None:
+    store.ingest("world", [article("1", "old")], now=NOW - timedelta(days=9), matcher=None)
+    store.ingest("world", [article("2", "recent", tags=("x",))], now=NOW, matcher=None)
+    store.ingest("local", [article("3", "local")], now=NOW + timedelta(hours=1), matcher=None)
+    since = NOW - timedelta(days=7)
+    assert [(f, a.title) for f, a in store.articles_since(since)] == [
+        ("world", "recent"),
+        ("local", "local"),
+    ]
+    [(_, recent)] = store.articles_since(since, feed_ids=["world"])
+    assert recent == article("2", "recent", tags=("x",))

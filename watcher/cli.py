@@ -7,6 +7,7 @@ on stderr and exit status 1, never a traceback. Anything else is a bug and surfa
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -18,12 +19,16 @@ from typing import ParamSpec, TypeVar
 import click
 
 from . import __version__
-from .config import Config, load_config
+from .backtest import Finding, SourceError, evaluate, read_sources
+from .config import Config, Rule, load_config, parse_duration
 from .db import utcnow
 from .errors import NotifyError, WatcherError
+from .models import Article
 from .notify import Channels
+from .pipeline import fetch_limits
+from .rules import Hit
 from .scheduler import open_store, run_daemon, run_once
-from .store import FeedSummary
+from .store import FeedSummary, Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -96,6 +101,8 @@ def check(config_path: Path) -> None:
         tags = f" [{', '.join(feed.tags)}]" if feed.tags else ""
         every = _duration(config.interval(feed).total_seconds())
         click.echo(f"    {feed.id}: {config.shown_url(feed)} every {every}{tags}")
+    packs = ", ".join(config.settings.entity_packs)
+    click.echo(f"  entities  {len(config.entities)}" + (f" (packs: {packs})" if packs else ""))
     click.echo(f"  rules     {len(config.rules)}")
     for rule in config.rules:
         scope = "every feed" if rule.feed_ids is None else ", ".join(sorted(rule.feed_ids))
@@ -164,6 +171,180 @@ def _feed_row(row: FeedSummary, now: datetime) -> tuple[str, str, str, str, str]
         str(row.articles),
         _ago(row.next_poll_at, now),
     )
+
+
+@main.command("match")
+@config_option
+@click.option(
+    "--rule", "rule_names", multiple=True, metavar="NAME", help="Only this rule (repeatable)."
+)
+@click.option("--explain", is_flag=True, help="Show which clauses held and which did not.")
+@click.option(
+    "--entry",
+    metavar="TEXT",
+    help="Only articles whose title contains TEXT, or whose link or entry id is TEXT; with "
+    "--explain, every rule is explained for them, matched or not.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per match, per line.")
+@click.option("--stored", is_flag=True, help="Run over articles already in the database.")
+@click.option(
+    "--since",
+    default="7d",
+    show_default=True,
+    help="With --stored: how far back (first seen), e.g. 36h or 30d.",
+)
+@click.argument("sources", nargs=-1)
+@user_errors
+def match_command(
+    config_path: Path,
+    rule_names: tuple[str, ...],
+    explain: bool,
+    entry: str | None,
+    as_json: bool,
+    stored: bool,
+    since: str,
+    sources: tuple[str, ...],
+) -> None:
+    """Run rules over feed files or URLs (SOURCES), or stored articles, without storing or
+    sending anything: see what a rule catches before you enable it."""
+    config = load_config(config_path)
+    if not sources and not stored:
+        raise click.UsageError("give feed files or URLs to read, or --stored")
+    rules = _chosen_rules(config, rule_names)
+    articles, problems = _backtest_articles(config, sources, stored, since)
+    articles = [(s, a) for s, a in articles if _chosen(a, entry)]
+    show_misses = explain and entry is not None
+    findings = [
+        finding
+        for finding in evaluate(rules, articles, explain=explain, scoped=stored)
+        if finding.matched or show_misses
+    ]
+    for finding in findings:
+        click.echo(_finding_json(finding) if as_json else _finding_text(finding))
+    for problem in problems:
+        click.secho(f"error: {problem.source}: {problem.message}", fg="red", err=True)
+    if not as_json:
+        matched = sum(f.matched for f in findings)
+        click.echo(
+            f"{_count(matched, 'match', 'matches')} in {_count(len(articles), 'article')}, "
+            f"{_count(len(rules), 'rule')}"
+        )
+    if problems:
+        sys.exit(1)
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def _chosen_rules(config: Config, names: tuple[str, ...]) -> list[Rule]:
+    known = {rule.name: rule for rule in config.rules}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise click.BadParameter(
+            f"no rule named {', '.join(unknown)}; the config has {', '.join(known) or 'none'}",
+            param_hint="--rule",
+        )
+    return [known[name] for name in names] if names else list(config.rules)
+
+
+def _backtest_articles(
+    config: Config, sources: tuple[str, ...], stored: bool, since: str
+) -> tuple[list[tuple[str, Article]], list[SourceError]]:
+    now = utcnow()
+    articles, problems = asyncio.run(read_sources(sources, fetch_limits(config), now))
+    if stored:
+        try:
+            window = parse_duration(since)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--since") from None
+        store = Store.open(config.settings.database)
+        try:
+            articles.extend(store.articles_since(now - window))
+        finally:
+            store.close()
+    return articles, problems
+
+
+def _chosen(article: Article, entry: str | None) -> bool:
+    if entry is None:
+        return True
+    return entry.casefold() in article.title.casefold() or entry in (article.link, article.key)
+
+
+def _finding_text(finding: Finding) -> str:
+    article = finding.article
+    mark = "matched" if finding.matched else "no match"
+    lines = [click.style(f"[{finding.rule}] {mark}: {article.title or '(untitled)'}", bold=True)]
+    lines.append(f"  source: {finding.source}")
+    if article.link:
+        lines.append(f"  link:   {article.link}")
+    for field, snippet in _highlighted(finding):
+        lines.append(f"  {field + ':':<9}{snippet}")
+    if finding.explanation is not None:
+        lines.extend("  " + line for line in finding.explanation.render().splitlines())
+    return "\n".join(lines) + "\n"
+
+
+def _highlighted(finding: Finding) -> list[tuple[str, str]]:
+    """Each field with hits, its matched words in bold, trimmed to the words' surroundings."""
+    by_field: dict[str, list[Hit]] = {field: [] for field in _FIELD_ORDER}
+    for hit in finding.hits:
+        by_field.setdefault(hit.field, []).append(hit)
+    return [
+        (field, _snippet(_field_text(finding.article, field, hits[0]), hits))
+        for field, hits in by_field.items()
+        if hits
+    ]
+
+
+_FIELD_ORDER = ("title", "summary", "content", "tags", "author", "link", "feed")
+
+
+def _field_text(article: Article, field: str, hit: Hit) -> str:
+    if field in ("title", "summary", "content", "link"):
+        return getattr(article, field) or ""
+    return hit.text  # tags, authors, feed: the value itself is short
+
+
+def _snippet(text: str, hits: list[Hit], context: int = 40) -> str:
+    spans = sorted({(h.start, h.end) for h in hits if h.end <= len(text)})
+    if not spans or text == hits[0].text:
+        return click.style(text, bold=True)
+    out, cursor = [], 0
+    for start, end in spans:
+        if start < cursor:
+            continue
+        gap = text[cursor:start]
+        if cursor == 0 and len(gap) > context:
+            gap = "…" + gap[-context:]
+        elif len(gap) > 2 * context:
+            gap = gap[:context] + " … " + gap[-context:]
+        out += [gap, click.style(text[start:end], bold=True)]
+        cursor = end
+    tail = text[cursor:]
+    out.append(tail if len(tail) <= context else tail[:context] + "…")
+    return "".join(out).replace("\n", " ")
+
+
+def _finding_json(finding: Finding) -> str:
+    article = finding.article
+    record: dict[str, object] = {
+        "rule": finding.rule,
+        "matched": finding.matched,
+        "source": finding.source,
+        "entry_id": article.key,
+        "title": article.title,
+        "link": article.link,
+        "published": article.published.isoformat() if article.published else None,
+        "hits": [
+            {"field": h.field, "text": h.text, "start": h.start, "end": h.end, "term": h.term}
+            for h in finding.hits
+        ],
+    }
+    if finding.explanation is not None:
+        record["explain"] = finding.explanation.render()
+    return json.dumps(record, ensure_ascii=False)
 
 
 @main.group()

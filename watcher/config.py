@@ -8,6 +8,7 @@ secret never reaches an error message.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import tomllib
@@ -25,11 +26,12 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 
-from .errors import ConfigError, RuleError
-from .rules import Query, compile_query
+from .errors import ConfigError, QuerySyntaxError, RuleError
+from .rules import Entity, Query, compile_query
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -74,6 +76,7 @@ class WatcherSettings(_Section):
     max_redirects: int = Field(default=5, ge=0, le=20)
     max_entries: int = Field(default=1000, ge=1)
     concurrency: int = Field(default=10, ge=1, le=1000)
+    entity_packs: tuple[str, ...] = ()
 
     @field_validator("database")
     @classmethod
@@ -112,7 +115,23 @@ class FeedConfig(_Section):
 
 
 class EntityConfig(_Section):
-    names: tuple[str, ...] = Field(min_length=1)
+    names: tuple[str, ...] = ()  # case-insensitive words or phrases
+    exact: tuple[str, ...] = ()  # case-sensitive ones: acronyms such as WHO or US
+    extend: bool = False  # add to the pack entity of the same id instead of replacing it
+
+    @model_validator(mode="after")
+    def _has_a_name(self) -> EntityConfig:
+        if not (self.names or self.exact or self.extend):
+            raise ValueError("expected at least one name in 'names' or 'exact'")
+        return self
+
+    def merged_into(self, base: EntityConfig | None) -> EntityConfig:
+        if not self.extend or base is None:
+            return self
+        return EntityConfig(
+            names=tuple(dict.fromkeys(base.names + self.names)),
+            exact=tuple(dict.fromkeys(base.exact + self.exact)),
+        )
 
 
 class RuleConfig(_Section):
@@ -157,6 +176,7 @@ class Config:
     rules: tuple[Rule, ...]
     channels: Mapping[str, ChannelConfig]
     written_urls: Mapping[str, str] = field(default_factory=dict)  # feed id -> URL as written
+    entities: Mapping[str, Entity] = field(default_factory=dict)  # packs merged with the user's
 
     def shown_url(self, feed: FeedConfig) -> str:
         """The feed URL as the file spells it: a token read from ``${VAR}`` stays hidden."""
@@ -194,7 +214,8 @@ def build_config(raw: dict[str, Any], path: Path, environ: Mapping[str, str]) ->
     except ValidationError as exc:
         problems += _describe(exc, raw) + _match_problems(expanded)
         raise ConfigError(problems, str(path)) from None
-    rules = _cross_check(model, problems)
+    entities = _entities(model, path.parent, problems)
+    rules = _cross_check(model, entities, problems)
     if problems:
         raise ConfigError(problems, str(path))
     settings = model.watcher
@@ -207,6 +228,7 @@ def build_config(raw: dict[str, Any], path: Path, environ: Mapping[str, str]) ->
         rules=rules,
         channels=model.channels,
         written_urls=_urls_with_variables(raw),
+        entities=entities,
     )
 
 
@@ -321,26 +343,69 @@ def _match_problems(raw: dict[str, Any]) -> list[str]:
         entities = {}
     if not isinstance(rules, list):
         rules = []
-    names = {
-        k: tuple(v["names"])
-        for k, v in entities.items()
-        if isinstance(v, dict) and isinstance(v.get("names"), list)
-    }
+    names = {k: Entity() for k in entities}  # syntax only: any referenced id is fine
     problems = []
     for i, rule in enumerate(rules):
         if not isinstance(rule, dict) or not isinstance(rule.get("match"), str):
             continue
         try:
             compile_query(rule["match"], names)
-        except RuleError as exc:
+        except QuerySyntaxError as exc:  # entities may come from packs not loaded here
             problems.append(f"rules[{i}] ({rule.get('name', '?')}).match: {exc}")
+        except RuleError:
+            pass
     return problems
 
 
-def _cross_check(model: ConfigFile, problems: list[str]) -> tuple[Rule, ...]:
+def _entities(model: ConfigFile, base: Path, problems: list[str]) -> dict[str, Entity]:
+    """The packs in the order listed (a later pack wins an id), then the user's own entities,
+    which replace a pack entity of the same id, or add to it with ``extend = true``."""
+    merged: dict[str, EntityConfig] = {}
+    for i, pack in enumerate(model.watcher.entity_packs):
+        merged.update(_load_pack(pack, base, f"watcher.entity_packs[{i}]", problems))
+    for name, entity in model.entities.items():
+        merged[name] = entity.merged_into(merged.get(name))
+    return {name: Entity(names=e.names, exact=e.exact) for name, e in merged.items()}
+
+
+def packs_dir() -> Path:
+    """Installed: the ``watcher._packs`` package; in a checkout: ``config/entities``."""
+    try:
+        module = importlib.import_module("watcher._packs")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / "config" / "entities"
+    return Path(str(module.__file__)).parent
+
+
+def available_packs() -> list[str]:
+    return sorted(p.stem for p in packs_dir().glob("*.toml") if p.stem != "extra")
+
+
+def _load_pack(pack: str, base: Path, where: str, problems: list[str]) -> dict[str, EntityConfig]:
+    """A built-in pack by name, or a pack file of the user's own (a path ending in .toml)."""
+    if pack.endswith(".toml"):
+        path = base / pack
+    elif pack in available_packs():
+        path = packs_dir() / f"{pack}.toml"
+    else:
+        known = ", ".join(available_packs())
+        problems.append(f"{where}: got {pack!r}; expected one of {known}, or a .toml file")
+        return {}
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return {name: EntityConfig.model_validate(e) for name, e in raw.items()}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        problems.append(f"{where}: cannot read entity pack {path}: {exc}")
+    except ValidationError as exc:
+        problems.extend(f"{where} ({path}): {line}" for line in _describe(exc, raw))
+    return {}
+
+
+def _cross_check(
+    model: ConfigFile, entities: Mapping[str, Entity], problems: list[str]
+) -> tuple[Rule, ...]:
     _check_unique([f.id for f in model.feeds], "feeds", "id", problems)
     _check_unique([r.name for r in model.rules], "rules", "name", problems)
-    entities = {name: entity.names for name, entity in model.entities.items()}
     feed_ids = {f.id for f in model.feeds}
     tags = {t for f in model.feeds for t in f.tags}
     rules = []

@@ -27,7 +27,7 @@ from .fetch import FetchResult, Limits, fetch
 from .models import Article, Delivery, Match, ParsedFeed
 from .notify import Channels, render
 from .parse import parse_feed
-from .rules import Document
+from .rules import Document, RuleSet
 from .store import Matcher, Store
 
 log = logging.getLogger(__name__)
@@ -52,19 +52,34 @@ class DeliveryReport:
     failed: int = 0
 
 
-def matcher_for(rules: Sequence[Rule]) -> Matcher:
-    """Test an article against ``rules``; the text is normalised once for all of them."""
+def document_of(article: Article, feed: str) -> Document:
+    """What the rules see of an article: every field they can scope to."""
+    return Document(
+        title=article.title,
+        summary=article.summary,
+        content=article.content,
+        tags=article.tags,
+        authors=article.authors,
+        link=article.link or "",
+        feed=feed,
+    )
+
+
+def compile_rules(rules: Sequence[Rule]) -> RuleSet:
+    """``rules`` compiled together: an article's text is normalised once, and only the rules
+    whose words occur in it are evaluated."""
+    return RuleSet({rule.name: rule.query for rule in rules})
+
+
+def matcher_for(rules: Sequence[Rule], ruleset: RuleSet, feed: str) -> Matcher:
+    """The store's matcher for articles of ``feed``: rule hits become matches with channels."""
+    by_name = {rule.name: rule for rule in rules}
 
     def match(article: Article) -> list[Match]:
-        document = Document(
-            title=article.title, summary=article.summary, content=article.content, tags=article.tags
-        )
-        hits = []
-        for rule in rules:
-            terms = rule.query.match(document)
-            if terms:
-                hits.append(Match(rule=rule.name, terms=terms, channels=rule.channels))
-        return hits
+        return [
+            Match(rule=name, terms=terms, channels=by_name[name].channels)
+            for name, terms in ruleset.match(document_of(article, feed))
+        ]
 
     return match
 
@@ -99,6 +114,7 @@ class Pipeline:
         self._poll_slots = asyncio.Semaphore(config.settings.concurrency)
         self._send_lock = asyncio.Lock()
         self.delivered = DeliveryReport()  # since start, for reports
+        self._rulesets: dict[tuple[str, ...], RuleSet] = {}
 
     async def poll(self, feed: FeedConfig) -> PollReport:
         """Poll ``feed`` once; every outcome, failures included, is recorded on the feed."""
@@ -128,7 +144,7 @@ class Pipeline:
             return PollReport(feed.id, "not_modified")
         parsed = await asyncio.to_thread(self._parse, feed, result)
         alert = state.baselined or self.config.alert_backlog(feed)
-        matcher = matcher_for(self.config.rules_for(feed.id)) if alert else None
+        matcher = self._matcher(feed) if alert else None
         ingested = await asyncio.to_thread(
             self.store.ingest, feed.id, parsed.articles, now=self.clock(), matcher=matcher
         )
@@ -151,6 +167,14 @@ class Pipeline:
             matches=ingested.matches,
             warning=parsed.warning,
         )
+
+    def _matcher(self, feed: FeedConfig) -> Matcher:
+        """Feeds watched by the same rules share one compiled RuleSet."""
+        rules = self.config.rules_for(feed.id)
+        key = tuple(rule.name for rule in rules)
+        if key not in self._rulesets:
+            self._rulesets[key] = compile_rules(rules)
+        return matcher_for(rules, self._rulesets[key], feed.id)
 
     def _parse(self, feed: FeedConfig, result: FetchResult) -> ParsedFeed:
         return parse_feed(

@@ -208,6 +208,19 @@ class Store:
             found.update((row.key, row) for row in session.scalars(query))
         return found
 
+    def articles_since(
+        self, since: datetime, feed_ids: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, Article]]:
+        """Stored articles first seen at or after ``since``, oldest first, as (feed id, article).
+        Streamed in batches, so a backtest over months of articles stays small in memory."""
+        query = select(db.ArticleRow).where(db.ArticleRow.first_seen_at >= since)
+        if feed_ids is not None:
+            query = query.where(db.ArticleRow.feed_id.in_(feed_ids))
+        query = query.order_by(db.ArticleRow.first_seen_at, db.ArticleRow.id)
+        with self._session() as session:
+            for row in session.scalars(query.execution_options(yield_per=500)):
+                yield row.feed_id, _article_of(row)
+
     def due_deliveries(self, now: datetime, limit: int = 100) -> list[Delivery]:
         """Deliveries waiting to be sent whose time has come, oldest first."""
         query = (
@@ -294,6 +307,19 @@ def _update_article(row: db.ArticleRow, article: Article, now: datetime) -> int:
         setattr(row, name, value)
     row.updated_at = now
     return 1
+
+
+def _article_of(row: db.ArticleRow) -> Article:
+    return Article(
+        key=row.key,
+        title=row.title,
+        link=row.link,
+        published=row.published_at,
+        summary=row.summary,
+        content=row.content,
+        authors=tuple(row.authors),
+        tags=tuple(row.tags),
+    )
 
 
 def _article_fields(article: Article) -> dict[str, object]:
