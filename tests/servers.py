@@ -25,7 +25,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
-    status: int = 0  # what the server answered
+    status: int = 0  # what the server answered; 0 while it is still being handled
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -60,11 +60,14 @@ class LocalServer:
                     {k.lower(): v for k, v in self.headers.items()},
                     self.rfile.read(length),
                 )
-                response = handle(request)
-                request.status = response.status
-                # Recorded before answering, so a client that got its answer sees it here.
+                # Recorded on arrival (a handler may hold it), and again once answered, before
+                # the client sees the answer.
                 with server._changed:
                     server.requests.append(request)
+                    server._changed.notify_all()
+                response = handle(request)
+                with server._changed:
+                    request.status = response.status
                     server._changed.notify_all()
                 self.send_response(response.status)
                 for name, value in response.headers.items():
@@ -151,7 +154,7 @@ class Receiver(LocalServer):
         return [
             r.json()
             for r in self.requests
-            if r.method == "POST" and (path is None or r.path == path) and r.status < 400
+            if r.method == "POST" and (path is None or r.path == path) and 200 <= r.status < 400
         ]
 
 

@@ -22,7 +22,7 @@ import httpx
 from . import policy
 from .config import Config, FeedConfig, Rule
 from .db import utcnow
-from .errors import FeedError
+from .errors import FeedError, WatcherError
 from .fetch import FetchResult, Limits, fetch
 from .models import Article, Delivery, Match, ParsedFeed
 from .notify import Channels, render
@@ -112,7 +112,9 @@ class Pipeline:
         self.rng = rng or random.Random()
         self.limits = fetch_limits(config)
         self._poll_slots = asyncio.Semaphore(config.settings.concurrency)
-        self._send_lock = asyncio.Lock()
+        self._senders: dict[str, asyncio.Lock] = {}  # one sender per channel
+        self._resend: set[str] = set()  # channels that got work while their sender was busy
+        self.background: set[asyncio.Task[DeliveryReport]] = set()
         self.delivered = DeliveryReport()  # since start, for reports
         self._rulesets: dict[tuple[str, ...], RuleSet] = {}
 
@@ -126,8 +128,28 @@ class Pipeline:
                 await self._record_failure(feed, exc.message)
                 log.warning("feed %s: %s error: %s", feed.id, exc.kind, exc.message)
         if report.matches:
-            await self.deliver_due()
+            self._send_soon()
         return report
+
+    def _send_soon(self) -> None:
+        """Send new alerts now, without making the poll wait for slow channels."""
+        task = asyncio.create_task(self._deliver_logged())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _deliver_logged(self) -> DeliveryReport:
+        try:
+            return await self.deliver_due()
+        except WatcherError as exc:  # e.g. the database went away; the sweep tries again
+            log.error("deliveries: %s", exc)
+        except Exception:
+            log.exception("deliveries: unexpected error (a bug in watcher; please report it)")
+        return DeliveryReport()
+
+    async def settle(self) -> None:
+        """Wait for the sends that polls started."""
+        while self.background:
+            await asyncio.gather(*self.background, return_exceptions=True)
 
     async def _poll(self, feed: FeedConfig) -> PollReport:
         state = await asyncio.to_thread(self.store.feed_state, feed.id)
@@ -211,15 +233,33 @@ class Pipeline:
         )
 
     async def deliver_due(self) -> DeliveryReport:
-        """Send every delivery whose time has come. One sender at a time, so none goes twice."""
+        """Send every delivery whose time has come. Each channel has its own sender, so a
+        channel that is down or slow never holds up the others, and no alert goes twice."""
+        channels = await asyncio.to_thread(self.store.due_channels, self.clock())
+        reports = await asyncio.gather(*(self._drain(channel) for channel in channels))
+        return DeliveryReport(sum(r.sent for r in reports), sum(r.failed for r in reports))
+
+    async def _drain(self, channel: str) -> DeliveryReport:
+        sender = self._senders.setdefault(channel, asyncio.Lock())
+        if sender.locked():
+            self._resend.add(channel)  # the busy sender looks again before it stops
+            return DeliveryReport()
         sent = failed = 0
-        async with self._send_lock:
-            while batch := await asyncio.to_thread(self.store.due_deliveries, self.clock()):
-                outcomes = await asyncio.gather(*(self._deliver(d) for d in batch))
-                sent += sum(outcomes)
-                failed += len(outcomes) - sum(outcomes)
+        async with sender:
+            while not failed:
+                self._resend.discard(channel)
+                batch = await asyncio.to_thread(
+                    self.store.due_deliveries, self.clock(), channel=channel, limit=20
+                )
+                for delivery in batch:
+                    if not await self._deliver(delivery):
+                        failed += 1  # the channel is in trouble: the rest wait for a retry
+                        break
+                    sent += 1
+                if not batch and channel not in self._resend:
+                    break
         self.delivered = DeliveryReport(self.delivered.sent + sent, self.delivered.failed + failed)
-        return DeliveryReport(sent=sent, failed=failed)
+        return DeliveryReport(sent, failed)
 
     async def _deliver(self, delivery: Delivery) -> bool:
         if delivery.channel in self.channels:

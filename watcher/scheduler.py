@@ -61,6 +61,7 @@ async def run_once(config: Config) -> RunReport:
     """Poll every feed once, send what matched, and return what happened."""
     async with running_pipeline(config) as pipeline:
         polls = await asyncio.gather(*(pipeline.poll(feed) for feed in config.feeds))
+        await pipeline.settle()
         await pipeline.deliver_due()  # retries that came due, and anything a poll left
     return RunReport(tuple(polls), pipeline.delivered)
 
@@ -124,8 +125,9 @@ class _Daemon:
         (Shutting APScheduler down first would cancel its running jobs mid-send.)"""
         self.stopping = True
         self.scheduler.pause()
-        if self.inflight:
-            _done, late = await asyncio.wait(self.inflight, timeout=STOP_GRACE.total_seconds())
+        busy = self.inflight | self.pipeline.background
+        if busy:
+            _done, late = await asyncio.wait(busy, timeout=STOP_GRACE.total_seconds())
             for task in late:
                 log.warning("stop: cancelling work still running after %ds", STOP_GRACE.seconds)
                 task.cancel()

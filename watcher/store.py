@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import ColumnElement, Engine, and_, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -221,20 +221,37 @@ class Store:
             for row in session.scalars(query.execution_options(yield_per=500)):
                 yield row.feed_id, _article_of(row)
 
-    def due_deliveries(self, now: datetime, limit: int = 100) -> list[Delivery]:
+    def due_channels(self, now: datetime) -> list[str]:
+        """The channels that have deliveries waiting whose time has come. A channel whose
+        oldest failure is still backing off is paused as a whole: its other alerts wait behind
+        that one instead of hammering a service that is down, and stay in order."""
+        backing_off = select(db.DeliveryRow.channel).where(
+            db.DeliveryRow.status == "retrying", db.DeliveryRow.next_attempt_at > now
+        )
+        query = (
+            select(db.DeliveryRow.channel)
+            .where(_is_due(now), db.DeliveryRow.channel.not_in(backing_off))
+            .distinct()
+            .order_by(db.DeliveryRow.channel)
+        )
+        with self._session() as session:
+            return list(session.scalars(query))
+
+    def due_deliveries(
+        self, now: datetime, limit: int = 100, channel: str | None = None
+    ) -> list[Delivery]:
         """Deliveries waiting to be sent whose time has come, oldest first."""
         query = (
             select(db.DeliveryRow, db.MatchRow, db.ArticleRow, db.FeedRow.title)
             .join(db.MatchRow, db.DeliveryRow.match_id == db.MatchRow.id)
             .join(db.ArticleRow, db.MatchRow.article_id == db.ArticleRow.id)
             .join(db.FeedRow, db.ArticleRow.feed_id == db.FeedRow.id)
-            .where(
-                db.DeliveryRow.status.in_(("pending", "retrying")),
-                db.DeliveryRow.next_attempt_at <= now,
-            )
+            .where(_is_due(now))
             .order_by(db.DeliveryRow.id)
             .limit(limit)
         )
+        if channel is not None:
+            query = query.where(db.DeliveryRow.channel == channel)
         with self._session() as session:
             return [
                 Delivery(
@@ -279,6 +296,12 @@ class Store:
         query = select(db.DeliveryRow.status, func.count()).group_by(db.DeliveryRow.status)
         with self._session() as session:
             return {status: n for status, n in session.execute(query)}
+
+
+def _is_due(now: datetime) -> ColumnElement[bool]:
+    return and_(
+        db.DeliveryRow.status.in_(("pending", "retrying")), db.DeliveryRow.next_attempt_at <= now
+    )
 
 
 def _unique_by_key(articles: Sequence[Article]) -> Iterator[Article]:
