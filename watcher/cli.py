@@ -24,11 +24,11 @@ from .config import Config, Rule, load_config, parse_duration
 from .db import utcnow
 from .errors import NotifyError, WatcherError
 from .models import Article
-from .notify import Channels
+from .notify import Channels, render, sample_alert
 from .pipeline import fetch_limits
 from .rules import Hit
 from .scheduler import open_store, run_daemon, run_once
-from .store import FeedSummary, Store
+from .store import DeliveryRecord, FeedSummary, Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -345,6 +345,129 @@ def _finding_json(finding: Finding) -> str:
     if finding.explanation is not None:
         record["explain"] = finding.explanation.render()
     return json.dumps(record, ensure_ascii=False)
+
+
+@main.group(invoke_without_command=True)
+@config_option
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "retrying", "sent", "dead"]),
+    help="Only deliveries in this state.",
+)
+@click.option("--limit", default=50, show_default=True, help="How many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per delivery, per line.")
+@click.pass_context
+@user_errors
+def alerts(
+    ctx: click.Context, config_path: Path, status: str | None, limit: int, as_json: bool
+) -> None:
+    """Recent deliveries: sent, pending, retrying or dead (and why)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    records = _with_store(load_config(config_path), lambda s: s.recent_deliveries(limit, status))
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(_record_json(record), ensure_ascii=False))
+        return
+    header = ("ID", "STATUS", "CHANNEL", "RULE", "TRIES", "CREATED", "TITLE")
+    now = utcnow()
+    rows = [header] + [_record_row(record, now) for record in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    for row in rows:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]))
+    for record in records:
+        if record.last_error and record.status != "sent":
+            retry = (
+                f", next try {_ago(record.next_attempt_at, now)}"
+                if record.status == "retrying"
+                else ""
+            )
+            click.echo(f"{record.delivery.id}: {record.status}{retry}: {record.last_error}")
+
+
+@alerts.command("retry")
+@config_option
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all-dead", is_flag=True, help="Every delivery that gave up.")
+@user_errors
+def alerts_retry(config_path: Path, ids: tuple[int, ...], all_dead: bool) -> None:
+    """Send dead (or retrying) deliveries again, with a fresh set of attempts; a running
+    daemon picks them up within seconds, or run `watcher run --once`."""
+    if bool(ids) == all_dead:
+        raise click.UsageError("give delivery IDs, or --all-dead")
+    config = load_config(config_path)
+    queued = _with_store(config, lambda s: s.retry(None if all_dead else ids, now=utcnow()))
+    skipped = sorted(set(ids) - set(queued))
+    click.echo(f"queued {_count(len(queued), 'delivery', 'deliveries')} for sending")
+    if skipped:
+        click.echo(
+            f"not queued (no such delivery, or already sent or pending): "
+            f"{', '.join(map(str, skipped))}"
+        )
+
+
+def _with_store(config: Config, work: Callable[[Store], R]) -> R:
+    store = Store.open(config.settings.database)
+    try:
+        return work(store)
+    finally:
+        store.close()
+
+
+def _record_row(record: DeliveryRecord, now: datetime) -> tuple[str, ...]:
+    d = record.delivery
+    return (
+        str(d.id),
+        record.status,
+        d.channel,
+        d.rule,
+        str(d.attempts),
+        _ago(record.created_at, now),
+        d.title[:60] + ("…" if len(d.title) > 60 else ""),
+    )
+
+
+def _record_json(record: DeliveryRecord) -> dict[str, object]:
+    d = record.delivery
+    return {
+        "id": d.id,
+        "status": record.status,
+        "channel": d.channel,
+        "rule": d.rule,
+        "feed": d.feed_id,
+        "title": d.title,
+        "link": d.link,
+        "terms": list(d.terms),
+        "attempts": d.attempts,
+        "last_error": record.last_error,
+        "created_at": record.created_at.isoformat(),
+        "sent_at": record.sent_at.isoformat() if record.sent_at else None,
+        "next_attempt_at": record.next_attempt_at.isoformat()
+        if record.status in ("pending", "retrying")
+        else None,
+    }
+
+
+@main.command("notify-test")
+@config_option
+@click.argument("channel")
+@user_errors
+def notify_test(config_path: Path, channel: str) -> None:
+    """Send a sample alert to CHANNEL and report, per URL, whether it worked."""
+    config = load_config(config_path)
+    channels = _channels(config)
+    if channel not in channels:
+        known = ", ".join(config.channels) or "none"
+        raise click.BadParameter(f"no channel {channel!r}; the config has {known}")
+    outcomes = asyncio.run(channels.send_each(channel, render(sample_alert(channel))))
+    for service, error in outcomes:
+        if error is None:
+            click.echo(f"ok      {service}")
+        else:
+            click.secho(f"FAILED  {service}: {error}", fg="red")
+    if any(error is not None for _, error in outcomes):
+        sys.exit(1)
 
 
 @main.group()

@@ -67,6 +67,23 @@ def render(delivery: Delivery) -> Message:
     )
 
 
+def sample_alert(channel: str) -> Delivery:
+    """What ``watcher notify-test`` sends: an alert shaped like a real one."""
+    return Delivery(
+        id=0,
+        channel=channel,
+        attempts=0,
+        rule="notify-test",
+        terms=("watcher",),
+        feed_id="notify-test",
+        feed_title="watcher",
+        title=f"Test alert from watcher {__version__} to channel {channel}",
+        link="https://example.org/watcher-test",
+        published_at=None,
+        summary="If you can read this, the channel works: real alerts will look like this.",
+    )
+
+
 def _excerpt(text: str) -> str:
     text = " ".join(text.split())
     if len(text) <= EXCERPT_CHARS:
@@ -102,19 +119,23 @@ class Channels:
 
     async def send(self, channel: str, message: Message) -> str | None:
         """Send ``message`` to every service of ``channel``; None on success, else the error."""
+        outcomes = await self.send_each(channel, message)
+        failed = [f"{service}: {error}" for service, error in outcomes if error is not None]
+        return "; ".join(failed) if failed else None
+
+    async def send_each(self, channel: str, message: Message) -> list[tuple[str, str | None]]:
+        """Send ``message``; per service, its masked URL and None or the error Apprise gave."""
         result = await self._apprise[channel].async_notify(
             body=message.body,
             title=message.title,
             body_format=apprise.NotifyFormat.TEXT,
             timeout=SEND_TIMEOUT,
         )
-        failed = [r for r in result.results if not r]
-        if result and not failed:
-            return None
         if not result.results:
             reasons = [entry.message for entry in result.call_logs()]
-            return "; ".join(reasons) or f"nothing was sent ({result.status.name.lower()})"
-        return "; ".join(f"{r.name} {r.url}: {_last_error(r)}" for r in failed)
+            why = "; ".join(reasons) or f"nothing was sent ({result.status.name.lower()})"
+            return [(channel, why)]
+        return [(f"{r.name} {r.url}", None if r else _last_error(r)) for r in result.results]
 
 
 def _last_error(service_result: Any) -> str:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Engine, and_, func, select, update
+from sqlalchemy import ColumnElement, Engine, Select, and_, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,6 +51,18 @@ class FeedSummary:
     consecutive_failures: int
     next_poll_at: datetime | None
     articles: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """A delivery as ``watcher alerts`` shows it: the alert, and how sending it went."""
+
+    delivery: Delivery
+    status: str  # pending, retrying, sent, dead
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    next_attempt_at: datetime
 
 
 class Store:
@@ -183,7 +195,9 @@ class Store:
         new = updated = matches = deliveries = 0
         with self._session() as session:
             existing = self._existing(session, feed_id, [a.key for a in articles])
-            for article in _unique_by_key(articles):
+            # Feeds list newest first; storing (and so alerting) oldest first keeps alerts in
+            # the order the stories appeared.
+            for article in reversed(list(_unique_by_key(articles))):
                 row = existing.get(article.key)
                 if row is not None:
                     updated += _update_article(row, article, now)
@@ -241,34 +255,11 @@ class Store:
         self, now: datetime, limit: int = 100, channel: str | None = None
     ) -> list[Delivery]:
         """Deliveries waiting to be sent whose time has come, oldest first."""
-        query = (
-            select(db.DeliveryRow, db.MatchRow, db.ArticleRow, db.FeedRow.title)
-            .join(db.MatchRow, db.DeliveryRow.match_id == db.MatchRow.id)
-            .join(db.ArticleRow, db.MatchRow.article_id == db.ArticleRow.id)
-            .join(db.FeedRow, db.ArticleRow.feed_id == db.FeedRow.id)
-            .where(_is_due(now))
-            .order_by(db.DeliveryRow.id)
-            .limit(limit)
-        )
+        query = _delivery_query().where(_is_due(now)).order_by(db.DeliveryRow.id).limit(limit)
         if channel is not None:
             query = query.where(db.DeliveryRow.channel == channel)
         with self._session() as session:
-            return [
-                Delivery(
-                    id=d.id,
-                    channel=d.channel,
-                    attempts=d.attempts,
-                    rule=m.rule,
-                    terms=tuple(m.terms),
-                    feed_id=a.feed_id,
-                    feed_title=feed_title,
-                    title=a.title,
-                    link=a.link,
-                    published_at=a.published_at,
-                    summary=a.summary,
-                )
-                for d, m, a, feed_title in session.execute(query)
-            ]
+            return [_delivery_of(*row) for row in session.execute(query)]
 
     def record_delivery(
         self,
@@ -292,10 +283,72 @@ class Store:
                 update(db.DeliveryRow).where(db.DeliveryRow.id == delivery_id).values(**values)
             )
 
+    def recent_deliveries(self, limit: int = 50, status: str | None = None) -> list[DeliveryRecord]:
+        """The newest deliveries first."""
+        query = _delivery_query().order_by(db.DeliveryRow.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(db.DeliveryRow.status == status)
+        with self._session() as session:
+            return [
+                DeliveryRecord(
+                    _delivery_of(d, m, a, feed_title),
+                    status=d.status,
+                    last_error=d.last_error,
+                    created_at=d.created_at,
+                    sent_at=d.sent_at,
+                    next_attempt_at=d.next_attempt_at,
+                )
+                for d, m, a, feed_title in session.execute(query)
+            ]
+
+    def retry(self, ids: Sequence[int] | None, *, now: datetime) -> list[int]:
+        """Send these deliveries again (``None``: every dead one) with a fresh set of attempts.
+        Only dead or retrying ones: a sent alert is not sent twice. Returns the ids queued."""
+        query = select(db.DeliveryRow.id).where(
+            db.DeliveryRow.status.in_(("dead",) if ids is None else ("dead", "retrying"))
+        )
+        if ids is not None:
+            query = query.where(db.DeliveryRow.id.in_(ids))
+        with self._session() as session:
+            chosen = list(session.scalars(query.order_by(db.DeliveryRow.id)))
+            session.execute(
+                update(db.DeliveryRow)
+                .where(db.DeliveryRow.id.in_(chosen))
+                .values(status="pending", attempts=0, next_attempt_at=now)
+            )
+        return chosen
+
     def delivery_counts(self) -> dict[str, int]:
         query = select(db.DeliveryRow.status, func.count()).group_by(db.DeliveryRow.status)
         with self._session() as session:
             return {status: n for status, n in session.execute(query)}
+
+
+def _delivery_query() -> Select[db.DeliveryRow, db.MatchRow, db.ArticleRow, str | None]:
+    return (
+        select(db.DeliveryRow, db.MatchRow, db.ArticleRow, db.FeedRow.title)
+        .join(db.MatchRow, db.DeliveryRow.match_id == db.MatchRow.id)
+        .join(db.ArticleRow, db.MatchRow.article_id == db.ArticleRow.id)
+        .join(db.FeedRow, db.ArticleRow.feed_id == db.FeedRow.id)
+    )
+
+
+def _delivery_of(
+    d: db.DeliveryRow, m: db.MatchRow, a: db.ArticleRow, feed_title: str | None
+) -> Delivery:
+    return Delivery(
+        id=d.id,
+        channel=d.channel,
+        attempts=d.attempts,
+        rule=m.rule,
+        terms=tuple(m.terms),
+        feed_id=a.feed_id,
+        feed_title=feed_title,
+        title=a.title,
+        link=a.link,
+        published_at=a.published_at,
+        summary=a.summary,
+    )
 
 
 def _is_due(now: datetime) -> ColumnElement[bool]:
