@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from watcher import db
 from watcher.errors import StorageError
 from watcher.models import Article, Match
-from watcher.store import Store
+from watcher.store import Store, link_key
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 POSTGRES_ADMIN = os.environ.get(
@@ -66,9 +66,9 @@ def article(key: str, title: str = "A title", **fields: object) -> Article:
     return Article(key=key.rjust(64, "0"), title=title, **fields)  # type: ignore[arg-type]
 
 
-def rule_on(word: str, channels: tuple[str, ...] = ("newsroom",)):  # type: ignore[no-untyped-def]
+def rule_on(word: str, channels: tuple[str, ...] = ("newsroom",), name: str = "r1"):  # type: ignore[no-untyped-def]
     def matcher(a: Article) -> list[Match]:
-        return [Match("r1", (word,), channels)] if word in a.title else []
+        return [Match(name, (word,), channels)] if word in a.title else []
 
     return matcher
 
@@ -224,3 +224,41 @@ def test_articles_since_streams_stored_articles_oldest_first(store: Store) -> No
     ]
     [(_, recent)] = store.articles_since(since, feed_ids=["world"])
     assert recent == article("2", "recent", tags=("x",))
+
+
+def test_a_story_republished_under_a_new_guid_does_not_alert_again(store: Store) -> None:
+    link = "https://example.org/story"
+    store.ingest("world", [article("1", "NATO news", link=link)], now=NOW, matcher=rule_on("NATO"))
+    again = store.ingest(
+        "world", [article("2", "NATO news (updated)", link=link)], now=NOW, matcher=rule_on("NATO")
+    )
+    elsewhere = store.ingest(
+        "local", [article("3", "NATO news", link=link)], now=NOW, matcher=rule_on("NATO")
+    )
+    assert (again.new, again.matches, elsewhere.new, elsewhere.matches) == (1, 0, 1, 0)
+    assert len(store.due_deliveries(NOW)) == 1
+    # Another rule that had not matched the story before still alerts.
+    other = store.ingest(
+        "world", [article("4", "NATO Kyiv", link=link)], now=NOW, matcher=rule_on("Kyiv", name="r2")
+    )
+    assert other.matches == 1
+
+
+def test_migrations_fill_the_link_key_of_existing_articles(tmp_path: Path) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path}/old.db")
+    db.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO feeds (id, url, consecutive_failures) VALUES ('f', 'u', 0)"))
+        conn.execute(
+            text(
+                "INSERT INTO articles (feed_id, key, title, link, summary, content, authors, tags,"
+                " fingerprint, first_seen_at, updated_at) VALUES ('f', 'k', 't', :link, '', '',"
+                " '[]', '[]', 'x', '2026-01-01', '2026-01-01')"
+            ),
+            {"link": "https://example.org/a"},
+        )
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        key = conn.execute(text("SELECT link_key FROM articles")).scalar()
+    engine.dispose()
+    assert key == link_key("https://example.org/a")

@@ -94,6 +94,9 @@ class ArticleRow(Base):
     key: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(Text)
     link: Mapped[str | None] = mapped_column(Text)
+    # sha256 of the link: one story re-published under a new guid is found by it (an index
+    # on the link itself could exceed PostgreSQL's btree row limit on long URLs).
+    link_key: Mapped[str | None] = mapped_column(String(64), index=True)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     summary: Mapped[str] = mapped_column(Text)
     content: Mapped[str] = mapped_column(Text)

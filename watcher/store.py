@@ -7,6 +7,7 @@ all (a transactional outbox: an alert is never lost between "stored" and "queued
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -207,7 +208,8 @@ class Store:
                 new += 1
                 if matcher is not None:
                     session.flush()
-                    m, d = _queue_alerts(session, row.id, matcher(article), now)
+                    hits = _not_alerted_before(session, row, matcher(article))
+                    m, d = _queue_alerts(session, row.id, hits, now)
                     matches, deliveries = matches + m, deliveries + d
         return IngestResult(new=new, updated=updated, matches=matches, deliveries=deliveries)
 
@@ -357,6 +359,10 @@ def _is_due(now: datetime) -> ColumnElement[bool]:
     )
 
 
+def link_key(link: str | None) -> str | None:
+    return hashlib.sha256(link.encode("utf-8", "replace")).hexdigest() if link else None
+
+
 def _unique_by_key(articles: Sequence[Article]) -> Iterator[Article]:
     """A feed that lists one key twice keeps the first (feeds list newest first)."""
     seen: set[str] = set()
@@ -402,6 +408,7 @@ def _article_fields(article: Article) -> dict[str, object]:
     return {
         "title": article.title,
         "link": article.link,
+        "link_key": link_key(article.link),
         "published_at": article.published,
         "summary": article.summary,
         "content": article.content,
@@ -409,6 +416,24 @@ def _article_fields(article: Article) -> dict[str, object]:
         "tags": list(article.tags),
         "fingerprint": article.fingerprint,
     }
+
+
+def _not_alerted_before(session: Session, row: db.ArticleRow, hits: Sequence[Match]) -> list[Match]:
+    """Drop the rules that already matched this story: the same link under another guid,
+    re-published by the same feed or seen in another one."""
+    if not hits or row.link_key is None:
+        return list(hits)
+    query = (
+        select(db.MatchRow.rule)
+        .join(db.ArticleRow, db.MatchRow.article_id == db.ArticleRow.id)
+        .where(
+            db.ArticleRow.link_key == row.link_key,
+            db.ArticleRow.id != row.id,
+            db.MatchRow.rule.in_([hit.rule for hit in hits]),
+        )
+    )
+    already = set(session.scalars(query))
+    return [hit for hit in hits if hit.rule not in already]
 
 
 def _queue_alerts(
