@@ -180,3 +180,38 @@ def test_daemon_alerts_then_stops_cleanly_on_sigterm(
     assert "Traceback" not in err, err
     assert sorted(r.path for r in receiver.requests) == ["/desk", "/newsroom"]
     assert "feed gone: fetch error: HTTP 404" in err
+
+
+def test_secrets_never_reach_the_output(
+    tmp_path: Path, feed_server: FeedServer, receiver: Receiver, write_config
+) -> None:
+    """A full run with debug logging, a failing channel and a feed that needs a token:
+    neither the channel's password nor the feed's token appears anywhere."""
+    feed_server.put("/world.xml?key=feed-s3cret", rss(BACKLOG))
+    feed_server.put("/page.html", b"<html></html>", content_type="text/html")
+    text = (
+        config_text(feed_server, receiver)
+        .replace(
+            'url = "' + feed_server.url("/world.xml") + '"',
+            'url = "' + feed_server.url("/world.xml") + '?key=${FEED_KEY}"\nalert_backlog = true',
+        )
+        .replace("json://", "json://alice:${HOOK_PASSWORD}@")
+    )
+    config = write_config(text)
+    receiver.status = 500
+    env = {"FEED_KEY": "feed-s3cret", "HOOK_PASSWORD": "hook-s3cret"}
+    outputs = []
+    for args in (
+        ["--log-level", "debug", "run", "--once"],
+        ["check"],
+        ["feeds"],
+        ["alerts"],
+        ["alerts", "--json"],
+        ["notify-test", "newsroom"],
+    ):
+        result = CliRunner().invoke(main, [*args, "-c", str(config)], env=env)
+        outputs.append(result.output)
+    everything = "\n".join(outputs)
+    assert "retrying" in everything  # the failing channel was really tried
+    assert "world: ok: 2 new, 1 matched" in everything  # the token feed was really read
+    assert "s3cret" not in everything

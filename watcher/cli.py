@@ -82,8 +82,12 @@ def _setup_logging(ctx: click.Context, default: str) -> None:
         force=True,
     )
     if level.upper() != "DEBUG":  # their INFO lines repeat what watcher's own say
-        for chatty in ("alembic", "apprise", "apscheduler", "httpx"):
+        for chatty in ("alembic", "apscheduler"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
+    # Never below WARNING, even for --log-level debug: their INFO and DEBUG lines print full
+    # request URLs, and a feed URL or a notification URL may carry a token.
+    for leaky in ("apprise", "httpx", "httpcore"):
+        logging.getLogger(leaky).setLevel(logging.WARNING)
 
 
 @main.command()
