@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import email
+import email.message
 import json
+import socket
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 import requests
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import Envelope
 from pydantic import SecretStr
 from requests import Response
 from requests.adapters import HTTPAdapter
@@ -152,3 +158,44 @@ async def test_telegram_payload(internet: list[requests.PreparedRequest]) -> Non
     assert str(payload["chat_id"]) == "12315544"
     assert "NATO ministers meet in Kyiv" in payload["text"]
     assert "https://example.org/story" in payload["text"]
+
+
+class Mailbox:
+    """aiosmtpd handler: keeps every message a real SMTP session delivered."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.Message] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Envelope) -> str:
+        self.envelopes.append((str(envelope.mail_from), list(envelope.rcpt_tos)))
+        self.messages.append(email.message_from_bytes(bytes(envelope.original_content or b"")))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Mailbox, int]]:
+    with socket.socket() as probe:  # a free port: Controller needs one up front
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield mailbox, port
+    finally:
+        controller.stop()
+
+
+async def test_email_through_a_real_smtp_server(smtp: tuple[Mailbox, int]) -> None:
+    mailbox, port = smtp
+    url = f"mailto://127.0.0.1:{port}?to=desk@example.org&from=watcher@example.org"
+    assert await channels(desk=url).send("desk", render(DELIVERY)) is None
+    [(sender, recipients)] = mailbox.envelopes
+    assert (sender, recipients) == ("watcher@example.org", ["desk@example.org"])
+    [message] = mailbox.messages
+    assert message["Subject"] == "[nato-ukraine] NATO ministers meet in Kyiv"
+    assert message["To"] == "desk@example.org"
+    body = message.get_payload(decode=True).decode()
+    assert "https://example.org/story" in body
+    assert "Matched: NATO, Kyiv" in body
