@@ -3,7 +3,8 @@
     poll(feed):   fetch (conditional GET) -> parse (bytes -> articles)
                   -> store.ingest (new articles + their matches + deliveries, one transaction)
                   -> record the poll on the feed
-    deliver_due(): store.due_deliveries -> notify.render -> channel.send -> store.record_delivery
+    deliver_due(): per channel, concurrently: store.due_deliveries -> notify.render
+                  -> channel.send -> store.record_delivery (sent, retrying or dead)
 
 A feed's failure is recorded on that feed and reported; it never escapes to stop the others.
 """
