@@ -70,3 +70,15 @@ def test_delivery_retries_back_off(attempts: int, delay: timedelta) -> None:
 
 def test_delivery_gives_up_after_the_limit() -> None:
     assert policy.delivery_retry(NOW, policy.DELIVERY_MAX_ATTEMPTS, NoJitter()) is None
+
+
+def test_delivery_gives_up_at_the_configured_attempts_or_age() -> None:
+    give_up = policy.GiveUp(attempts=3, age=timedelta(minutes=5))
+    rng = NoJitter()
+    assert policy.delivery_retry(NOW, 2, rng, give_up=give_up) is not None
+    assert policy.delivery_retry(NOW, 3, rng, give_up=give_up) is None
+    fresh = NOW - timedelta(minutes=1)
+    assert policy.delivery_retry(NOW, 1, rng, queued_at=fresh, give_up=give_up) is not None
+    # The next try would fall past the age limit: dead now, not after one more wait.
+    old = NOW - timedelta(minutes=4, seconds=50)
+    assert policy.delivery_retry(NOW, 1, rng, queued_at=old, give_up=give_up) is None

@@ -77,6 +77,8 @@ class WatcherSettings(_Section):
     max_entries: int = Field(default=1000, ge=1)
     concurrency: int = Field(default=10, ge=1, le=1000)
     entity_packs: tuple[str, ...] = ()
+    delivery_max_attempts: int = Field(default=10, ge=1, le=100)
+    delivery_max_age: Duration = timedelta(days=1)
 
     @field_validator("database")
     @classmethod
@@ -88,7 +90,7 @@ class WatcherSettings(_Section):
             )
         return url
 
-    @field_validator("default_interval", "timeout")
+    @field_validator("default_interval", "timeout", "delivery_max_age")
     @classmethod
     def _at_least_a_second(cls, value: timedelta) -> timedelta:
         return _positive(value)

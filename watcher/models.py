@@ -65,3 +65,4 @@ class Delivery:
     link: str | None
     published_at: datetime | None
     summary: str
+    queued_at: datetime | None = None  # when the match was stored

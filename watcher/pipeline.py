@@ -112,6 +112,9 @@ class Pipeline:
         self.clock = clock
         self.rng = rng or random.Random()
         self.limits = fetch_limits(config)
+        self.give_up = policy.GiveUp(
+            config.settings.delivery_max_attempts, config.settings.delivery_max_age
+        )
         self._poll_slots = asyncio.Semaphore(config.settings.concurrency)
         self._senders: dict[str, asyncio.Lock] = {}  # one sender per channel
         self._resend: set[str] = set()  # channels that got work while their sender was busy
@@ -270,7 +273,13 @@ class Pipeline:
         now = self.clock()
         retry_at = None
         if error is not None:
-            retry_at = policy.delivery_retry(now, delivery.attempts + 1, self.rng)
+            retry_at = policy.delivery_retry(
+                now,
+                delivery.attempts + 1,
+                self.rng,
+                queued_at=delivery.queued_at,
+                give_up=self.give_up,
+            )
             log.warning(
                 "channel %s: delivery %d for rule %s failed (%s): %s",
                 delivery.channel,

@@ -7,6 +7,7 @@ function of its inputs, tested with tables, with the clock and the randomness pa
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 FEED_BACKOFF_CAP = timedelta(hours=4)
@@ -41,9 +42,28 @@ def first_poll(
     return now + timedelta(seconds=rng.uniform(0, min(5.0, interval.total_seconds())))
 
 
-def delivery_retry(now: datetime, attempts: int, rng: random.Random) -> datetime | None:
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """When a failing delivery is declared dead: after this many attempts, or this long
+    after the alert was queued, whichever comes first."""
+
+    attempts: int = DELIVERY_MAX_ATTEMPTS
+    age: timedelta = timedelta(days=1)
+
+
+def delivery_retry(
+    now: datetime,
+    attempts: int,
+    rng: random.Random,
+    *,
+    queued_at: datetime | None = None,
+    give_up: GiveUp = GiveUp(),
+) -> datetime | None:
     """When to try a failed delivery again (``attempts`` made so far), or None: give up."""
-    if attempts >= DELIVERY_MAX_ATTEMPTS:
+    if attempts >= give_up.attempts:
         return None
     delay = min(DELIVERY_RETRY_BASE * (1 << min(max(attempts - 1, 0), 16)), DELIVERY_RETRY_CAP)
-    return now + delay * rng.uniform(0.8, 1.2)
+    retry_at = now + delay * rng.uniform(0.8, 1.2)
+    if queued_at is not None and retry_at - queued_at > give_up.age:
+        return None
+    return retry_at

@@ -350,6 +350,7 @@ def _delivery_of(
         link=a.link,
         published_at=a.published_at,
         summary=a.summary,
+        queued_at=d.created_at,
     )
 
 
