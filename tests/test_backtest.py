@@ -8,13 +8,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.configs import NATO_UKRAINE_ENTITIES
 from tests.servers import FeedServer, rss
 from watcher.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "config" / "sample-feed.xml"
 
-CONFIG = """
+CONFIG = (
+    """
 [watcher]
 database = "sqlite:///watcher.db"
 
@@ -22,12 +24,9 @@ database = "sqlite:///watcher.db"
 id = "sample-wire"
 url = "file:sample.xml"
 
-[entities.nato]
-names = ["NATO", "North Atlantic Treaty Organization"]
-
-[entities.ukraine]
-names = ["Ukraine", "Ukrainian", "Kyiv"]
-
+"""
+    + NATO_UKRAINE_ENTITIES
+    + """
 [[rules]]
 name = "nato-ukraine"
 match = "@nato AND @ukraine"
@@ -41,6 +40,7 @@ channels = ["terminal"]
 [channels.terminal]
 urls = ["console://"]
 """
+)
 
 
 @pytest.fixture

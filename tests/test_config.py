@@ -5,13 +5,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.configs import NATO_UKRAINE_ENTITIES
 from watcher.config import load_config, parse_duration
 from watcher.errors import ConfigError
 from watcher.rules import Document
 
 REPO = Path(__file__).resolve().parents[1]
 
-VALID = """
+VALID = (
+    """
 [watcher]
 database = "sqlite:///data/watcher.db"
 default_interval = "10m"
@@ -26,12 +28,9 @@ tags = ["world"]
 id = "local"
 url = "file:feeds/local.xml"
 
-[entities.nato]
-names = ["NATO", "North Atlantic Treaty Organization"]
-
-[entities.ukraine]
-names = ["Ukraine", "Ukrainian", "Kyiv"]
-
+"""
+    + NATO_UKRAINE_ENTITIES
+    + """
 [[rules]]
 name = "nato-ukraine"
 match = "@nato AND @ukraine"
@@ -46,6 +45,7 @@ channels = ["newsroom"]
 [channels.newsroom]
 urls = ["slack://${SLACK_TOKEN}/#news"]
 """
+)
 
 
 def problems(text: str, write_config, env: dict[str, str] | None = None) -> list[str]:

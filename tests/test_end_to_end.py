@@ -11,6 +11,7 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
+from tests.configs import NATO_UKRAINE_ENTITIES
 from tests.servers import FeedServer, Receiver, rss
 from watcher.cli import main
 
@@ -65,12 +66,7 @@ url = "{feed_server.url("/page.html")}"
 id = "gone"
 url = "{feed_server.url("/missing.xml")}"
 
-[entities.nato]
-names = ["NATO", "North Atlantic Treaty Organization"]
-
-[entities.ukraine]
-names = ["Ukraine", "Ukrainian", "Kyiv"]
-
+{NATO_UKRAINE_ENTITIES}
 [[rules]]
 name = "nato-ukraine"
 match = "@nato AND @ukraine"

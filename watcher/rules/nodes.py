@@ -16,6 +16,7 @@ what it found in a document is kept in that document's memo for the next rule.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ def _shared(*identity: object) -> object:
 # Leaves.
 
 
-class _WordLeafBase:
+class _WordLeafBase(ABC):
     """What every word-position term shares: hits and explanations from ``find``."""
 
     __slots__ = ()
@@ -97,11 +98,13 @@ class _WordLeafBase:
     description: str
     scope: str | None
 
+    @abstractmethod
     def find(self, index: TextIndex) -> Sequence[Span]:
-        raise NotImplementedError
+        """Where the term occurs, as word spans."""
 
+    @abstractmethod
     def requirements(self) -> Requirements:
-        raise NotImplementedError
+        """The words a document must contain for the term to hold (the RuleSet's index)."""
 
     def holds(self, index: TextIndex) -> bool:
         return bool(self.find(index))
