@@ -8,6 +8,8 @@ import pytest
 from tests.configs import NATO_UKRAINE_ENTITIES
 from watcher.config import load_config, parse_duration
 from watcher.errors import ConfigError
+from watcher.messages import Format
+from watcher.notify import sample_alert
 from watcher.rules import Document
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,6 +128,32 @@ def test_example_config_is_valid() -> None:
             "entities.nato: got {'names': []}; expected at least one name",
         ),
         (('name = "everything-kyiv"\n', ""), "rules[1].name: required key is missing"),
+        (
+            ('match = "Kyiv"', 'match = "Kyiv"\ndelivery = "weekly"'),
+            "rules[1].delivery: got 'weekly'; expected 'instant', 'hourly', 'daily HH:MM' or a "
+            "cron expression",
+        ),
+        (
+            ('match = "Kyiv"', 'match = "Kyiv"\ntimezone = "Mars/Olympus"'),
+            "rules[1].timezone: got 'Mars/Olympus'; expected a timezone name",
+        ),
+        (
+            ('match = "Kyiv"', 'match = "Kyiv"\npriority = "urgent"'),
+            "rules[1].priority: got 'urgent'; expected 'normal' or 'high'",
+        ),
+        (
+            ('urls = ["slack', 'quiet = "22-07"\nurls = ["slack'),
+            "channels.newsroom.quiet: got '22-07'; expected a span such as '22:00-07:00'",
+        ),
+        (
+            ('urls = ["slack', 'rate_limit = "lots"\nurls = ["slack'),
+            "channels.newsroom.rate_limit: got 'lots'; expected a limit such as '5/minute'",
+        ),
+        (
+            ("[watcher]", '[watcher]\nhealth_channels = ["pager"]'),
+            "watcher.health_channels[0]: got 'pager'; expected a channel defined under "
+            "[channels] (newsroom)",
+        ),
     ],
 )
 def test_mistakes_name_the_key_path_value_and_expectation(
@@ -252,3 +280,43 @@ def test_an_entity_needs_a_name(write_config) -> None:
     assert found == [
         "entities.who: got {'exact': []}; expected at least one name in 'names' or 'exact'"
     ]
+
+
+def test_delivery_policies_are_read_in_their_timezones(write_config) -> None:
+    text = VALID.replace('match = "Kyiv"', 'match = "Kyiv"\ndelivery = "daily 08:00"')
+    text = text.replace(
+        "[watcher]", '[watcher]\ntimezone = "Europe/Kyiv"\nhealth_channels = ["newsroom"]'
+    )
+    text = text.replace(
+        'urls = ["slack',
+        'quiet = "22:00-07:00"\ntimezone = "America/New_York"\nrate_limit = "5/min"\n'
+        'urls = ["slack',
+    )
+    config = load_config(write_config(text), {"SLACK_TOKEN": "T/B/C"})
+    digest = config.rule("everything-kyiv").digest  # type: ignore[union-attr]
+    assert digest is not None and digest.describe() == "daily 08:00 (Europe/Kyiv)"
+    assert config.rule("nato-ukraine").digest is None  # type: ignore[union-attr]
+    policy = config.policy("newsroom")
+    assert policy.quiet is not None and policy.quiet.describe() == "22:00-07:00 (America/New_York)"
+    assert policy.rate_limit is not None and policy.rate_limit.describe() == "5 per minute"
+    assert config.health.channels == ("newsroom",)
+
+
+def test_template_mistakes_are_config_errors(write_config) -> None:
+    text = VALID + (
+        '[channels.newsroom.templates]\nalert_title = "{{ rule }"\nalert_body = "{{ nope }}"\n'
+    )
+    found = problems(text, write_config)
+    assert any(p.startswith("channels.newsroom.templates.alert_title: line 1") for p in found)
+    assert any(
+        p.startswith("channels.newsroom.templates.alert_body:") and "nope" in p for p in found
+    ), found
+
+
+def test_a_channel_template_override_is_used(write_config) -> None:
+    text = VALID + '[channels.newsroom.templates]\nalert_title = "NEWS: {{ title }}"\n'
+    config = load_config(write_config(text), {"SLACK_TOKEN": "T/B/C"})
+    message = config.templates.render(sample_alert("newsroom"), "newsroom", Format.TEXT)
+    assert message.title.startswith("NEWS: Test alert from watcher")
+    other = config.templates.render(sample_alert("elsewhere"), "elsewhere", Format.TEXT)
+    assert other.title.startswith("[notify-test]")

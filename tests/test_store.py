@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from watcher import db
 from watcher.errors import StorageError
 from watcher.models import Article, Match
+from watcher.policy import HealthPolicy
 from watcher.store import Store, link_key
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -132,9 +133,9 @@ def test_backlog_is_stored_without_matching(store: Store) -> None:
 def test_delivery_outcomes(store: Store) -> None:
     store.ingest("world", [article("1", "NATO")], now=NOW, matcher=rule_on("NATO", ("a", "b", "c")))
     a, b, c = sorted(store.due_deliveries(NOW), key=lambda d: d.channel)
-    store.record_delivery(a.id, now=NOW, error=None)
-    store.record_delivery(b.id, now=NOW, error="HTTP 500", retry_at=NOW + timedelta(seconds=30))
-    store.record_delivery(c.id, now=NOW, error="gave up")
+    store.record_deliveries([a.id], now=NOW, error=None)
+    store.record_deliveries([b.id], now=NOW, error="HTTP 500", retry_at=NOW + timedelta(seconds=30))
+    store.record_deliveries([c.id], now=NOW, error="gave up")
     assert store.delivery_counts() == {"sent": 1, "retrying": 1, "dead": 1}
     assert store.due_deliveries(NOW) == []
     [retry] = store.due_deliveries(NOW + timedelta(seconds=30))
@@ -262,3 +263,94 @@ def test_migrations_fill_the_link_key_of_existing_articles(tmp_path: Path) -> No
         key = conn.execute(text("SELECT link_key FROM articles")).scalar()
     engine.dispose()
     assert key == link_key("https://example.org/a")
+
+
+HEALTH = HealthPolicy(failures=3, after=timedelta(hours=1), channels=("ops", "desk"))
+
+
+def fail(store: Store, at: datetime, error: str = "HTTP 500") -> bool:
+    return store.record_failure(
+        "world", now=at, error=error, next_poll_at=at + timedelta(minutes=10), health=HEALTH
+    )
+
+
+def test_one_health_alert_per_failure_streak_and_one_on_recovery(store: Store) -> None:
+    minutes = [NOW + timedelta(minutes=10 * i) for i in range(6)]
+    assert [fail(store, at, f"HTTP 50{i}") for i, at in enumerate(minutes)] == [
+        False,
+        False,
+        True,  # the third failure in a row
+        False,
+        False,
+        False,  # never one per failed poll
+    ]
+    due = store.due_deliveries(minutes[-1])
+    assert sorted(d.channel for d in due) == ["desk", "ops"]
+    event = due[0].event
+    assert event is not None
+    assert (event.state, event.feed_id, event.since, event.failures, event.error) == (
+        "failing",
+        "world",
+        NOW,
+        3,
+        "HTTP 502",
+    )
+    store.record_deliveries([d.id for d in due], now=minutes[-1], error=None)
+    back = minutes[-1] + timedelta(minutes=10)
+    assert store.record_success("world", now=back, outcome="ok", next_poll_at=back, health=HEALTH)
+    [recovered, _] = store.due_deliveries(back)
+    assert recovered.event is not None
+    assert (recovered.event.state, recovered.event.since, recovered.event.failures) == (
+        "recovered",
+        NOW,
+        6,
+    )
+    # a new streak starts from scratch
+    assert not store.record_success("world", now=back, outcome="ok", next_poll_at=back)
+    assert not fail(store, back + timedelta(minutes=1))
+
+
+def test_a_long_outage_alerts_even_with_few_polls(store: Store) -> None:
+    assert not fail(store, NOW)
+    assert fail(store, NOW + timedelta(hours=1))  # 2 polls, but failing for an hour
+    [summary] = [s for s in store.feed_summaries() if s.id == "world"]
+    assert summary.failing_since == NOW
+
+
+def test_a_short_blip_alerts_nobody(store: Store) -> None:
+    assert not fail(store, NOW)
+    assert not store.record_success(
+        "world", now=NOW + timedelta(minutes=1), outcome="ok", next_poll_at=NOW, health=HEALTH
+    )
+    assert store.due_deliveries(NOW + timedelta(hours=2)) == []
+
+
+def test_held_deliveries_wait_and_come_back_together(store: Store) -> None:
+    store.ingest(
+        "world",
+        [article("1", "NATO one"), article("2", "NATO two")],
+        now=NOW,
+        matcher=rule_on("NATO"),
+    )
+    due = store.due_deliveries(NOW)
+    until = NOW + timedelta(hours=1)
+    store.hold([d.id for d in due], reason="digest", until=until)
+    assert store.due_deliveries(until - timedelta(seconds=1)) == []
+    again = store.due_deliveries(until)
+    assert [(d.title, d.hold) for d in again] == [("NATO two", "digest"), ("NATO one", "digest")]
+    [record, _] = store.recent_deliveries()
+    assert (record.status, record.delivery.hold, record.next_attempt_at) == (
+        "pending",
+        "digest",
+        until,
+    )
+
+
+def test_an_alert_names_the_other_feeds_that_carried_the_story(store: Store) -> None:
+    link = "https://example.org/story"
+    store.ingest("world", [article("1", "NATO", link=link)], now=NOW, matcher=rule_on("NATO"))
+    store.ingest("local", [article("9", "NATO", link=link)], now=NOW, matcher=rule_on("NATO"))
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE feeds SET title = 'Local paper' WHERE id = 'local'"))
+    [delivery] = store.due_deliveries(NOW)  # the second feed's match was a repeat: dropped
+    assert (delivery.feed_id, delivery.also_seen_in) == ("world", ("Local paper",))

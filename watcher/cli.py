@@ -24,7 +24,7 @@ from .config import Config, Rule, load_config, parse_duration
 from .db import utcnow
 from .errors import NotifyError, WatcherError
 from .models import Article
-from .notify import Channels, render, sample_alert
+from .notify import Channels, sample_alert
 from .pipeline import fetch_limits
 from .rules import Hit
 from .scheduler import open_store, run_daemon, run_once
@@ -421,14 +421,18 @@ def _with_store(config: Config, work: Callable[[Store], R]) -> R:
 
 def _record_row(record: DeliveryRecord, now: datetime) -> tuple[str, ...]:
     d = record.delivery
+    status = record.status
+    if status == "pending" and d.hold and record.next_attempt_at > now:
+        status = f"held: {d.hold}, {_ago(record.next_attempt_at, now)}"
+    title = f"feed {d.feed_id} {d.event.state}" if d.event else d.title
     return (
         str(d.id),
-        record.status,
+        status,
         d.channel,
-        d.rule,
+        d.rule or "(health)",
         str(d.attempts),
         _ago(record.created_at, now),
-        d.title[:60] + ("…" if len(d.title) > 60 else ""),
+        title[:60] + ("…" if len(title) > 60 else ""),
     )
 
 
@@ -436,9 +440,12 @@ def _record_json(record: DeliveryRecord) -> dict[str, object]:
     d = record.delivery
     return {
         "id": d.id,
+        "kind": "health" if d.event else "alert",
         "status": record.status,
+        "held_for": d.hold if record.status == "pending" else None,
         "channel": d.channel,
-        "rule": d.rule,
+        "rule": d.rule or None,
+        "feed_state": d.event.state if d.event else None,
         "feed": d.feed_id,
         "title": d.title,
         "link": d.link,
@@ -464,7 +471,7 @@ def notify_test(config_path: Path, channel: str) -> None:
     if channel not in channels:
         known = ", ".join(config.channels) or "none"
         raise click.BadParameter(f"no channel {channel!r}; the config has {known}")
-    outcomes = asyncio.run(channels.send_each(channel, render(sample_alert(channel))))
+    outcomes = asyncio.run(channels.send_each(channel, sample_alert(channel)))
     for service, error in outcomes:
         if error is None:
             click.echo(f"ok      {service}")
@@ -491,7 +498,7 @@ def upgrade(config_path: Path) -> None:
 
 def _channels(config: Config) -> Channels:
     try:
-        return Channels({name: c.urls for name, c in config.channels.items()})
+        return Channels({name: c.urls for name, c in config.channels.items()}, config.templates)
     except NotifyError as exc:
         raise NotifyError(f"invalid config {config.path}:\n  {exc}") from exc
 

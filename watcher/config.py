@@ -16,9 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -31,6 +33,8 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from .errors import ConfigError, QuerySyntaxError, RuleError
+from .messages import TemplateError, Templates
+from .policy import HealthPolicy, QuietHours, RateLimit, Schedule
 from .rules import Entity, Query, compile_query
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
@@ -63,6 +67,17 @@ def _positive(delta: timedelta) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def _zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("expected a timezone name such as 'UTC' or 'Europe/Berlin'") from None
+    return name
+
+
+Zone = Annotated[str, AfterValidator(_zone)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -76,9 +91,16 @@ class WatcherSettings(_Section):
     max_redirects: int = Field(default=5, ge=0, le=20)
     max_entries: int = Field(default=1000, ge=1)
     concurrency: int = Field(default=10, ge=1, le=1000)
+    parse_workers: int | None = Field(default=None, ge=0, le=256)  # None: one per CPU
+    parse_memory_bytes: int = Field(default=512 * 2**20, ge=64 * 2**20)
+    parse_timeout: Duration = timedelta(seconds=30)
     entity_packs: tuple[str, ...] = ()
     delivery_max_attempts: int = Field(default=10, ge=1, le=100)
     delivery_max_age: Duration = timedelta(days=1)
+    timezone: Zone = "UTC"  # for digests and quiet hours that do not name their own
+    health_channels: tuple[str, ...] = ()
+    health_failures: int = Field(default=3, ge=1)  # consecutive failed polls before an alert
+    health_after: Duration = timedelta(hours=1)  # or this long failing, whichever comes first
 
     @field_validator("database")
     @classmethod
@@ -90,7 +112,9 @@ class WatcherSettings(_Section):
             )
         return url
 
-    @field_validator("default_interval", "timeout", "delivery_max_age")
+    @field_validator(
+        "default_interval", "timeout", "delivery_max_age", "health_after", "parse_timeout"
+    )
     @classmethod
     def _at_least_a_second(cls, value: timedelta) -> timedelta:
         return _positive(value)
@@ -141,10 +165,38 @@ class RuleConfig(_Section):
     match: str = Field(min_length=1)
     channels: tuple[str, ...] = Field(min_length=1)
     feeds: tuple[str, ...] | None = None
+    delivery: str = "instant"  # or a digest schedule: "hourly", "daily 08:00", cron
+    timezone: Zone | None = None
+    priority: Literal["normal", "high"] = "normal"  # high: not held by quiet hours
+
+    @field_validator("delivery")
+    @classmethod
+    def _schedule(cls, delivery: str) -> str:
+        if delivery != "instant":
+            Schedule(delivery, ZoneInfo("UTC"))
+        return delivery
 
 
 class ChannelConfig(_Section):
     urls: tuple[SecretStr, ...] = Field(min_length=1)
+    quiet: str | None = None  # "22:00-07:00": alerts are held and summarised when it ends
+    timezone: Zone | None = None
+    rate_limit: str | None = None  # "5/minute": what exceeds it is folded into a summary
+    templates: dict[str, str] = {}  # template name -> Jinja source, for this channel only
+
+    @field_validator("quiet")
+    @classmethod
+    def _quiet(cls, quiet: str | None) -> str | None:
+        if quiet is not None:
+            QuietHours.parse(quiet, ZoneInfo("UTC"))
+        return quiet
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, rate: str | None) -> str | None:
+        if rate is not None:
+            RateLimit.parse(rate)
+        return rate
 
 
 class ConfigFile(_Section):
@@ -163,9 +215,19 @@ class Rule:
     query: Query
     channels: tuple[str, ...]
     feed_ids: frozenset[str] | None
+    digest: Schedule | None = None  # None: alert at once
+    priority: str = "normal"
 
     def watches(self, feed_id: str) -> bool:
         return self.feed_ids is None or feed_id in self.feed_ids
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPolicy:
+    """When a channel may be sent to: its quiet hours and its rate limit, if any."""
+
+    quiet: QuietHours | None = None
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +241,21 @@ class Config:
     channels: Mapping[str, ChannelConfig]
     written_urls: Mapping[str, str] = field(default_factory=dict)  # feed id -> URL as written
     entities: Mapping[str, Entity] = field(default_factory=dict)  # packs merged with the user's
+    policies: Mapping[str, ChannelPolicy] = field(default_factory=dict)  # channel -> policy
+    templates: Templates = field(default_factory=Templates)  # defaults + channels' overrides
+
+    def policy(self, channel: str) -> ChannelPolicy:
+        return self.policies.get(channel, ChannelPolicy())
+
+    @property
+    def health(self) -> HealthPolicy:
+        settings = self.settings
+        return HealthPolicy(
+            settings.health_failures, settings.health_after, settings.health_channels
+        )
+
+    def rule(self, name: str) -> Rule | None:
+        return next((rule for rule in self.rules if rule.name == name), None)
 
     def shown_url(self, feed: FeedConfig) -> str:
         """The feed URL as the file spells it: a token read from ``${VAR}`` stays hidden."""
@@ -218,6 +295,7 @@ def build_config(raw: dict[str, Any], path: Path, environ: Mapping[str, str]) ->
         raise ConfigError(problems, str(path)) from None
     entities = _entities(model, path.parent, problems)
     rules = _cross_check(model, entities, problems)
+    templates = _template_overrides(model, problems)
     if problems:
         raise ConfigError(problems, str(path))
     settings = model.watcher
@@ -231,7 +309,33 @@ def build_config(raw: dict[str, Any], path: Path, environ: Mapping[str, str]) ->
         channels=model.channels,
         written_urls=_urls_with_variables(raw),
         entities=entities,
+        policies=_policies(model),
+        templates=Templates(templates),
     )
+
+
+def _template_overrides(model: ConfigFile, problems: list[str]) -> dict[str, dict[str, str]]:
+    """Every channel's template overrides, each compiled and tried on a sample message now, so
+    that a mistake is a config error at start, never a lost alert later."""
+    overrides = {name: c.templates for name, c in model.channels.items() if c.templates}
+    for channel, sources in overrides.items():
+        for name, source in sources.items():
+            try:
+                Templates({channel: {name: source}})
+            except TemplateError as exc:
+                problems.append(f"channels.{channel}.templates.{name}: {exc.problem}")
+    return overrides
+
+
+def _policies(model: ConfigFile) -> dict[str, ChannelPolicy]:
+    default = model.watcher.timezone
+    return {
+        name: ChannelPolicy(
+            quiet=QuietHours.parse(c.quiet, ZoneInfo(c.timezone or default)) if c.quiet else None,
+            rate_limit=RateLimit.parse(c.rate_limit) if c.rate_limit else None,
+        )
+        for name, c in model.channels.items()
+    }
 
 
 def _urls_with_variables(raw: dict[str, Any]) -> dict[str, str]:
@@ -312,6 +416,8 @@ def _expected(error: ErrorDetails) -> str:
     if error["type"] in ("greater_than_equal", "less_than_equal"):
         bound = ctx.get("ge", ctx.get("le"))
         return f"expected a number {'>=' if 'ge' in ctx else '<='} {bound}"
+    if error["type"] == "literal_error":
+        return f"expected {ctx.get('expected')}"
     if error["type"] == "string_too_long":
         return f"expected at most {ctx.get('max_length')} characters"
     if error["type"] == "string_too_short":
@@ -413,21 +519,31 @@ def _cross_check(
     rules = []
     for i, rule in enumerate(model.rules):
         where = f"rules[{i}] ({rule.name})"
-        for j, channel in enumerate(rule.channels):
-            if channel not in model.channels:
-                known = ", ".join(sorted(model.channels)) or "none defined"
-                problems.append(
-                    f"{where}.channels[{j}]: got {channel!r}; expected a channel defined "
-                    f"under [channels] ({known})"
-                )
+        _check_channels(rule.channels, f"{where}.channels", model, problems)
         selected = _select_feeds(rule, where, model.feeds, feed_ids, tags, problems)
         try:
             query = compile_query(rule.match, entities)
         except RuleError as exc:
             problems.append(f"{where}.match: {exc}")
             continue
-        rules.append(Rule(rule.name, query, rule.channels, selected))
+        digest = None
+        if rule.delivery != "instant":
+            digest = Schedule(rule.delivery, ZoneInfo(rule.timezone or model.watcher.timezone))
+        rules.append(Rule(rule.name, query, rule.channels, selected, digest, rule.priority))
+    _check_channels(model.watcher.health_channels, "watcher.health_channels", model, problems)
     return tuple(rules)
+
+
+def _check_channels(
+    channels: Sequence[str], where: str, model: ConfigFile, problems: list[str]
+) -> None:
+    known = ", ".join(sorted(model.channels)) or "none defined"
+    for j, channel in enumerate(channels):
+        if channel not in model.channels:
+            problems.append(
+                f"{where}[{j}]: got {channel!r}; expected a channel defined under [channels] "
+                f"({known})"
+            )
 
 
 def _select_feeds(

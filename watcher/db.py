@@ -16,6 +16,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import (
     JSON,
+    CheckConstraint,
     DateTime,
     Engine,
     ForeignKey,
@@ -81,6 +82,8 @@ class FeedRow(Base):
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     baselined_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime())  # this streak's start
+    health_alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # for this streak
 
 
 class ArticleRow(Base):
@@ -120,19 +123,40 @@ class MatchRow(Base):
     matched_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class FeedEventRow(Base):
+    """A feed started failing, or recovered: what health alerts are about."""
+
+    __tablename__ = "feed_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    feed_id: Mapped[str] = mapped_column(ForeignKey("feeds.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(20))  # failing, recovered
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    since: Mapped[datetime] = mapped_column(UTCDateTime())
+    failures: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
 class DeliveryRow(Base):
-    """One alert to one channel: the outbox. Written with the match, sent afterwards."""
+    """One message to one channel: the outbox, written in the transaction that made it due.
+    It is about either a match (an alert) or a feed event (a health alert)."""
 
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("match_id", "channel"),
+        UniqueConstraint("event_id", "channel"),
+        CheckConstraint("(match_id IS NULL) <> (event_id IS NULL)", name="about_one_thing"),
         Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    match_id: Mapped[int] = mapped_column(ForeignKey("matches.id", ondelete="CASCADE"))
+    match_id: Mapped[int | None] = mapped_column(ForeignKey("matches.id", ondelete="CASCADE"))
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("feed_events.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(20))  # pending, retrying, sent, dead
+    # Why a pending delivery waits: None (it goes now), "digest", "quiet" or "rate_limit";
+    # deliveries held for the same reason go out together as one message.
+    hold: Mapped[str | None] = mapped_column(String(20))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

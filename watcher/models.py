@@ -51,8 +51,21 @@ class Match:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedEvent:
+    """A feed started failing (``failures`` polls in a row since ``since``), or recovered."""
+
+    state: str  # "failing" or "recovered"
+    feed_id: str
+    at: datetime
+    since: datetime
+    failures: int
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
-    """One alert waiting to go to one channel, with everything its message needs."""
+    """One message waiting to go to one channel, with everything it needs: an alert about a
+    match, or (``event`` set, no rule) a health alert about a feed."""
 
     id: int
     channel: str
@@ -66,3 +79,6 @@ class Delivery:
     published_at: datetime | None
     summary: str
     queued_at: datetime | None = None  # when the match was stored
+    also_seen_in: tuple[str, ...] = ()  # other feeds that carried the same link, when known
+    hold: str | None = None  # held for a "digest", "quiet" hours or a "rate_limit"; None: now
+    event: FeedEvent | None = None

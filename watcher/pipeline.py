@@ -1,10 +1,11 @@
 """One feed through the stages, and the outbox through Apprise. Orchestrates; decides nothing.
 
-    poll(feed):   fetch (conditional GET) -> parse (bytes -> articles)
+    poll(feed):   fetch (conditional GET) -> parse (bytes -> articles, in a worker process)
                   -> store.ingest (new articles + their matches + deliveries, one transaction)
                   -> record the poll on the feed
-    deliver_due(): per channel, concurrently: store.due_deliveries -> notify.render
-                  -> channel.send -> store.record_delivery (sent, retrying or dead)
+    deliver_due(): per channel, concurrently: store.due_deliveries -> hold what policy says
+                  must wait (digests, quiet hours, rate limit) -> channel.send one message per
+                  alert or per batch -> store.record_deliveries (sent, retrying or dead)
 
 A feed's failure is recorded on that feed and reported; it never escapes to stop the others.
 """
@@ -25,11 +26,12 @@ from .config import Config, FeedConfig, Rule
 from .db import utcnow
 from .errors import FeedError, WatcherError
 from .fetch import FetchResult, Limits, fetch
-from .models import Article, Delivery, Match, ParsedFeed
-from .notify import Channels, render
-from .parse import parse_feed
+from .messages import Batch, Content, Health
+from .models import Article, Delivery, Match
+from .notify import Channels
 from .rules import Document, RuleSet
 from .store import Matcher, Store
+from .workers import ParsePool
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,7 @@ class Pipeline:
         channels: Channels,
         client: httpx.AsyncClient,
         *,
+        parser: ParsePool | None = None,
         clock: Clock = utcnow,
         rng: random.Random | None = None,
     ) -> None:
@@ -109,6 +112,7 @@ class Pipeline:
         self.store = store
         self.channels = channels
         self.client = client
+        self.parser = parser or ParsePool(0)  # in a thread; the daemon passes its worker pool
         self.clock = clock
         self.rng = rng or random.Random()
         self.limits = fetch_limits(config)
@@ -118,6 +122,7 @@ class Pipeline:
         self._poll_slots = asyncio.Semaphore(config.settings.concurrency)
         self._senders: dict[str, asyncio.Lock] = {}  # one sender per channel
         self._resend: set[str] = set()  # channels that got work while their sender was busy
+        self._windows: dict[str, policy.SendWindow] = {}  # rate-limited channels' recent sends
         self.background: set[asyncio.Task[DeliveryReport]] = set()
         self.delivered = DeliveryReport()  # since start, for reports
         self._rulesets: dict[tuple[str, ...], RuleSet] = {}
@@ -168,7 +173,13 @@ class Pipeline:
             await self._record_success(feed, result, "not_modified")
             log.debug("feed %s: not modified", feed.id)
             return PollReport(feed.id, "not_modified")
-        parsed = await asyncio.to_thread(self._parse, feed, result)
+        parsed = await self.parser.parse(
+            result.body,
+            url=result.url,
+            headers=result.headers,
+            now=self.clock(),
+            max_entries=self.config.settings.max_entries,
+        )
         alert = state.baselined or self.config.alert_backlog(feed)
         matcher = self._matcher(feed) if alert else None
         ingested = await asyncio.to_thread(
@@ -202,20 +213,11 @@ class Pipeline:
             self._rulesets[key] = compile_rules(rules)
         return matcher_for(rules, self._rulesets[key], feed.id)
 
-    def _parse(self, feed: FeedConfig, result: FetchResult) -> ParsedFeed:
-        return parse_feed(
-            result.body,
-            url=result.url,
-            headers=result.headers,
-            now=self.clock(),
-            max_entries=self.config.settings.max_entries,
-        )
-
     async def _record_success(
         self, feed: FeedConfig, result: FetchResult, outcome: str, title: str | None = None
     ) -> None:
         now = self.clock()
-        await asyncio.to_thread(
+        recovered = await asyncio.to_thread(
             self.store.record_success,
             feed.id,
             now=now,
@@ -224,7 +226,11 @@ class Pipeline:
             etag=result.etag,
             last_modified=result.last_modified,
             title=title,
+            health=self.config.health,
         )
+        if recovered:
+            log.info("feed %s: recovered; health alert queued", feed.id)
+            self._send_soon()
 
     async def _record_failure(self, feed: FeedConfig, error: str) -> None:
         now = self.clock()
@@ -232,9 +238,17 @@ class Pipeline:
         next_at = policy.next_poll(
             now, self.config.interval(feed), state.consecutive_failures + 1, self.rng
         )
-        await asyncio.to_thread(
-            self.store.record_failure, feed.id, now=now, error=error, next_poll_at=next_at
+        alarmed = await asyncio.to_thread(
+            self.store.record_failure,
+            feed.id,
+            now=now,
+            error=error,
+            next_poll_at=next_at,
+            health=self.config.health,
         )
+        if alarmed:
+            log.warning("feed %s: failing; health alert queued", feed.id)
+            self._send_soon()
 
     async def deliver_due(self) -> DeliveryReport:
         """Send every delivery whose time has come. Each channel has its own sender, so a
@@ -252,50 +266,160 @@ class Pipeline:
         async with sender:
             while not failed:
                 self._resend.discard(channel)
-                batch = await asyncio.to_thread(
-                    self.store.due_deliveries, self.clock(), channel=channel, limit=20
+                due = await asyncio.to_thread(
+                    self.store.due_deliveries, self.clock(), channel=channel, limit=500
                 )
-                for delivery in batch:
-                    if not await self._deliver(delivery):
-                        failed += 1  # the channel is in trouble: the rest wait for a retry
+                for outgoing in await self._plan(channel, due):
+                    if not await self._send(channel, outgoing):
+                        failed += len(outgoing.deliveries)  # the rest wait for a retry
                         break
-                    sent += 1
-                if not batch and channel not in self._resend:
+                    sent += len(outgoing.deliveries)
+                if not due and channel not in self._resend:
                     break
         self.delivered = DeliveryReport(self.delivered.sent + sent, self.delivered.failed + failed)
         return DeliveryReport(sent, failed)
 
-    async def _deliver(self, delivery: Delivery) -> bool:
-        if delivery.channel in self.channels:
-            error = await self.channels.send(delivery.channel, render(delivery))
-        else:
-            error = f"channel {delivery.channel!r} is no longer configured"
+    async def _plan(self, channel: str, due: Sequence[Delivery]) -> list[Outgoing]:
+        """Turn a channel's due deliveries into messages, holding back what must wait:
+        a digest rule's matches until its next digest time, everything but high-priority
+        alerts during quiet hours, and what exceeds the rate limit. Deliveries held for the
+        same reason come due together and go out as one message. Health alerts (one per
+        failure streak, by design rare) are never held."""
         now = self.clock()
-        retry_at = None
-        if error is not None:
-            retry_at = policy.delivery_retry(
-                now,
-                delivery.attempts + 1,
-                self.rng,
-                queued_at=delivery.queued_at,
-                give_up=self.give_up,
-            )
-            log.warning(
-                "channel %s: delivery %d for rule %s failed (%s): %s",
-                delivery.channel,
-                delivery.id,
-                delivery.rule,
-                "will retry" if retry_at else "giving up",
-                error,
-            )
-        else:
+        rules = self.config.policy(channel)
+        quiet_end = rules.quiet.end_of(now) if rules.quiet else None
+        holds: dict[tuple[str, datetime], list[int]] = {}
+        batches: dict[str, list[Delivery]] = {}
+        singles: list[Delivery] = []
+        for delivery in due:
+            rule = self.config.rule(delivery.rule) if delivery.event is None else None
+            if delivery.hold is None and rule is not None and rule.digest is not None:
+                holds.setdefault(("digest", rule.digest.next_after(now)), []).append(delivery.id)
+            elif (
+                quiet_end is not None
+                and delivery.event is None
+                and delivery.hold in (None, "rate_limit")
+                and (rule is None or rule.priority != "high")
+            ):
+                holds.setdefault(("quiet", quiet_end), []).append(delivery.id)
+            elif delivery.hold is None:
+                singles.append(delivery)
+            else:
+                batches.setdefault(delivery.hold, []).append(delivery)
+        planned = [self._batch(channel, kind, items) for kind, items in batches.items()]
+        planned += [Outgoing(self._content(d), (d,)) for d in singles]
+        if rules.rate_limit is not None:
+            planned = self._within_rate(channel, rules.rate_limit, planned, holds, now)
+        for (reason, until), ids in holds.items():
+            await asyncio.to_thread(self.store.hold, ids, reason=reason, until=until)
             log.info(
-                "channel %s: sent alert for rule %s, feed %s",
-                delivery.channel,
-                delivery.rule,
-                delivery.feed_id,
+                "channel %s: holding %d alert(s) (%s) until %s", channel, len(ids), reason, until
             )
-        await asyncio.to_thread(
-            self.store.record_delivery, delivery.id, now=now, error=error, retry_at=retry_at
+        return planned
+
+    def _within_rate(
+        self,
+        channel: str,
+        limit: policy.RateLimit,
+        planned: list[Outgoing],
+        holds: dict[tuple[str, datetime], list[int]],
+        now: datetime,
+    ) -> list[Outgoing]:
+        """The messages the rate limit lets through now; the others are held until the window
+        has room, to be folded into one summary (a held digest stays a digest)."""
+        window = self._windows.setdefault(channel, policy.SendWindow(limit))
+        if window.limit != limit:
+            window = self._windows[channel] = policy.SendWindow(limit)
+        room = window.room(now)
+        if len(planned) <= room:
+            return planned
+        free_at = window.next_room(now)
+        for outgoing in planned[room:]:
+            for d in outgoing.deliveries:
+                reason = "digest" if d.hold == "digest" else "rate_limit"
+                holds.setdefault((reason, free_at), []).append(d.id)
+        return planned[:room]
+
+    def _batch(self, channel: str, kind: str, items: list[Delivery]) -> Outgoing:
+        held = tuple(items)
+        if kind != "digest" and len(items) == 1:
+            return Outgoing(items[0], held)  # a summary of one is just the alert
+        rules = self.config.policy(channel)
+        if kind == "digest":
+            schedules = (rule.digest for d in items if (rule := self.config.rule(d.rule)))
+            note = ", ".join(dict.fromkeys(s.describe() for s in schedules if s))
+            return Outgoing(Batch("digest", held, note), held)
+        if kind == "quiet":
+            quiet = rules.quiet.describe() if rules.quiet else "(since removed)"
+            return Outgoing(Batch("quiet", held, f"held during quiet hours {quiet}"), held)
+        limit = rules.rate_limit.describe() if rules.rate_limit else "the rate limit"
+        note = f"{len(items)} alerts above the limit of {limit}"
+        return Outgoing(Batch("rate_limit", held, note), held)
+
+    def _content(self, delivery: Delivery) -> Content:
+        if delivery.event is None:
+            return delivery
+        event = delivery.event
+        feed = next((f for f in self.config.feeds if f.id == event.feed_id), None)
+        return Health(
+            state="failing" if event.state == "failing" else "recovered",
+            feed_id=event.feed_id,
+            feed_title=delivery.feed_title,
+            url=self.config.shown_url(feed) if feed else "(no longer configured)",
+            since=event.since,
+            failures=event.failures,
+            error=event.error,
+            at=event.at,
         )
-        return error is None
+
+    async def _send(self, channel: str, outgoing: Outgoing) -> bool:
+        """Send one message; record its outcome on every delivery it carried."""
+        if channel in self.channels:
+            error = await self.channels.send(channel, outgoing.content)
+        else:
+            error = f"channel {channel!r} is no longer configured"
+        now = self.clock()
+        deliveries = outgoing.deliveries
+        if error is None:
+            if channel in self._windows:
+                self._windows[channel].record(now)
+            log.info("channel %s: sent %s", channel, outgoing.describe())
+            await asyncio.to_thread(
+                self.store.record_deliveries, [d.id for d in deliveries], now=now, error=None
+            )
+            return True
+        # One retry time for the whole message, so that its deliveries stay together.
+        retry_at = now + policy.retry_delay(max(d.attempts for d in deliveries) + 1, self.rng)
+        give_up = self.give_up.reached
+        dead = [d.id for d in deliveries if give_up(d.attempts + 1, d.queued_at, retry_at)]
+        retried = [d.id for d in deliveries if d.id not in dead]
+        log.warning(
+            "channel %s: sending %s failed (%s): %s",
+            channel,
+            outgoing.describe(),
+            "will retry" if retried else "giving up",
+            error,
+        )
+        if retried:
+            await asyncio.to_thread(
+                self.store.record_deliveries, retried, now=now, error=error, retry_at=retry_at
+            )
+        if dead:
+            await asyncio.to_thread(self.store.record_deliveries, dead, now=now, error=error)
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message for a channel and the deliveries it carries (one, or a batch's many)."""
+
+    content: Content
+    deliveries: tuple[Delivery, ...]
+
+    def describe(self) -> str:
+        if isinstance(self.content, Batch):
+            rules = ", ".join(dict.fromkeys(d.rule for d in self.deliveries))
+            return f"{self.content.kind} of {len(self.deliveries)} alerts (rules {rules})"
+        if isinstance(self.content, Health):
+            return f"health alert: feed {self.content.feed_id} {self.content.state}"
+        return f"alert {self.content.id} for rule {self.content.rule}, feed {self.content.feed_id}"

@@ -1,4 +1,5 @@
-"""Runs the pipeline on a clock: the only module that imports APScheduler. Orchestrates.
+"""Runs the pipeline on a clock: the only module that runs APScheduler (policy.py borrows its
+cron arithmetic for digests). Orchestrates.
 
 Each feed is one APScheduler job that re-arms itself at the poll time the pipeline stored on the
 feed (interval + jitter after a success, exponential backoff after failures, so a restart
@@ -26,6 +27,7 @@ from .fetch import make_client
 from .notify import Channels
 from .pipeline import DeliveryReport, Pipeline, PollReport, fetch_limits
 from .store import Store
+from .workers import ParsePool
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +50,19 @@ def open_store(config: Config) -> Store:
 
 @asynccontextmanager
 async def running_pipeline(config: Config) -> AsyncIterator[Pipeline]:
-    channels = Channels({name: c.urls for name, c in config.channels.items()})
+    channels = Channels({name: c.urls for name, c in config.channels.items()}, config.templates)
     store = await asyncio.to_thread(open_store, config)
+    settings = config.settings
+    parser = ParsePool(
+        settings.parse_workers,
+        memory_bytes=settings.parse_memory_bytes,
+        timeout=settings.parse_timeout.total_seconds(),
+    )
     try:
         async with make_client(fetch_limits(config)) as client:
-            yield Pipeline(config, store, channels, client)
+            yield Pipeline(config, store, channels, client, parser=parser)
     finally:
+        parser.close()
         store.close()
 
 

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import db
 from .errors import StorageError
-from .models import Article, Delivery, Match
+from .models import Article, Delivery, FeedEvent, Match
+from .policy import HealthPolicy
 
 Matcher = Callable[[Article], Sequence[Match]]
 
@@ -52,6 +53,7 @@ class FeedSummary:
     consecutive_failures: int
     next_poll_at: datetime | None
     articles: int
+    failing_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,25 +134,62 @@ class Store:
         etag: str | None = None,
         last_modified: str | None = None,
         title: str | None = None,
-    ) -> None:
+        health: HealthPolicy | None = None,
+    ) -> bool:
+        """Record a good poll. If the feed had been reported failing, queue the "recovered"
+        health alert in the same transaction; returns whether one was queued."""
         with self._session() as session:
             row = self._feed(session, feed_id)
+            failures, since = row.consecutive_failures, row.failing_since
+            alerted = row.health_alerted_at is not None
             row.last_polled_at = row.last_success_at = now
             row.last_outcome, row.last_error, row.consecutive_failures = outcome, None, 0
+            row.failing_since = row.health_alerted_at = None
             row.next_poll_at = next_poll_at
             if outcome != "not_modified":
                 row.etag, row.last_modified = etag, last_modified
                 row.baselined_at = row.baselined_at or now
                 row.title = title or row.title
+            if not (alerted and since and health and health.channels):
+                return False
+            event = FeedEvent("recovered", feed_id, at=now, since=since, failures=failures)
+            _queue_event(session, event, health.channels)
+            return True
 
     def record_failure(
-        self, feed_id: str, *, now: datetime, error: str, next_poll_at: datetime
-    ) -> None:
+        self,
+        feed_id: str,
+        *,
+        now: datetime,
+        error: str,
+        next_poll_at: datetime,
+        health: HealthPolicy | None = None,
+    ) -> bool:
+        """Record a failed poll. The first time a streak of failures crosses ``health``'s
+        threshold, queue one "failing" health alert with it; returns whether one was queued."""
         with self._session() as session:
             row = self._feed(session, feed_id)
             row.last_polled_at, row.last_outcome, row.last_error = now, "error", error
             row.consecutive_failures += 1
+            row.failing_since = row.failing_since or now
             row.next_poll_at = next_poll_at
+            if (
+                health is None
+                or row.health_alerted_at is not None
+                or not health.alarming(row.consecutive_failures, row.failing_since, now)
+            ):
+                return False
+            row.health_alerted_at = now
+            event = FeedEvent(
+                "failing",
+                feed_id,
+                at=now,
+                since=row.failing_since,
+                failures=row.consecutive_failures,
+                error=error,
+            )
+            _queue_event(session, event, health.channels)
+            return True
 
     @staticmethod
     def _feed(session: Session, feed_id: str) -> db.FeedRow:
@@ -182,6 +221,7 @@ class Store:
                     consecutive_failures=row.consecutive_failures,
                     next_poll_at=row.next_poll_at,
                     articles=n,
+                    failing_since=row.failing_since,
                 )
                 for row, n in session.execute(query)
             ]
@@ -256,22 +296,39 @@ class Store:
     def due_deliveries(
         self, now: datetime, limit: int = 100, channel: str | None = None
     ) -> list[Delivery]:
-        """Deliveries waiting to be sent whose time has come, oldest first."""
+        """Deliveries waiting to be sent whose time has come, oldest first, each with the
+        other feeds that carried the same story (``also_seen_in``)."""
         query = _delivery_query().where(_is_due(now)).order_by(db.DeliveryRow.id).limit(limit)
         if channel is not None:
             query = query.where(db.DeliveryRow.channel == channel)
         with self._session() as session:
-            return [_delivery_of(*row) for row in session.execute(query)]
+            rows = list(session.execute(query))
+            seen_in = _also_seen_in(session, [a for _, _, a, _, _ in rows if a is not None])
+            return [
+                _delivery_of(*row, also_seen_in=seen_in.get(row[2].id, ()) if row[2] else ())
+                for row in rows
+            ]
 
-    def record_delivery(
+    def hold(self, delivery_ids: Sequence[int], *, reason: str, until: datetime) -> None:
+        """Keep these pending deliveries back until ``until``, to go out together as one
+        message (a digest, a quiet-hours or a rate-limit summary)."""
+        with self._session() as session:
+            session.execute(
+                update(db.DeliveryRow)
+                .where(db.DeliveryRow.id.in_(delivery_ids))
+                .values(hold=reason, next_attempt_at=until)
+            )
+
+    def record_deliveries(
         self,
-        delivery_id: int,
+        delivery_ids: Sequence[int],
         *,
         now: datetime,
         error: str | None,
         retry_at: datetime | None = None,
     ) -> None:
-        """Sent when ``error`` is None; else retried at ``retry_at``, or dead without one."""
+        """Sent when ``error`` is None; else retried at ``retry_at``, or dead without one.
+        Several ids: one message carried them all (a digest or a summary)."""
         status = "sent" if error is None else ("retrying" if retry_at else "dead")
         values = {
             "status": status,
@@ -282,7 +339,7 @@ class Store:
         }
         with self._session() as session:
             session.execute(
-                update(db.DeliveryRow).where(db.DeliveryRow.id == delivery_id).values(**values)
+                update(db.DeliveryRow).where(db.DeliveryRow.id.in_(delivery_ids)).values(**values)
             )
 
     def recent_deliveries(self, limit: int = 50, status: str | None = None) -> list[DeliveryRecord]:
@@ -293,14 +350,14 @@ class Store:
         with self._session() as session:
             return [
                 DeliveryRecord(
-                    _delivery_of(d, m, a, feed_title),
+                    _delivery_of(d, m, a, e, feed_title),
                     status=d.status,
                     last_error=d.last_error,
                     created_at=d.created_at,
                     sent_at=d.sent_at,
                     next_attempt_at=d.next_attempt_at,
                 )
-                for d, m, a, feed_title in session.execute(query)
+                for d, m, a, e, feed_title in session.execute(query)
             ]
 
     def retry(self, ids: Sequence[int] | None, *, now: datetime) -> list[int]:
@@ -326,18 +383,49 @@ class Store:
             return {status: n for status, n in session.execute(query)}
 
 
-def _delivery_query() -> Select[db.DeliveryRow, db.MatchRow, db.ArticleRow, str | None]:
+def _delivery_query() -> Select[
+    db.DeliveryRow, db.MatchRow | None, db.ArticleRow | None, db.FeedEventRow | None, str | None
+]:
+    """A delivery with what it is about: a match and its article, or a feed event."""
+    feed_id = func.coalesce(db.ArticleRow.feed_id, db.FeedEventRow.feed_id)
     return (
-        select(db.DeliveryRow, db.MatchRow, db.ArticleRow, db.FeedRow.title)
-        .join(db.MatchRow, db.DeliveryRow.match_id == db.MatchRow.id)
-        .join(db.ArticleRow, db.MatchRow.article_id == db.ArticleRow.id)
-        .join(db.FeedRow, db.ArticleRow.feed_id == db.FeedRow.id)
+        select(db.DeliveryRow, db.MatchRow, db.ArticleRow, db.FeedEventRow, db.FeedRow.title)
+        .outerjoin(db.MatchRow, db.DeliveryRow.match_id == db.MatchRow.id)
+        .outerjoin(db.ArticleRow, db.MatchRow.article_id == db.ArticleRow.id)
+        .outerjoin(db.FeedEventRow, db.DeliveryRow.event_id == db.FeedEventRow.id)
+        .outerjoin(db.FeedRow, db.FeedRow.id == feed_id)
     )
 
 
 def _delivery_of(
-    d: db.DeliveryRow, m: db.MatchRow, a: db.ArticleRow, feed_title: str | None
+    d: db.DeliveryRow,
+    m: db.MatchRow | None,
+    a: db.ArticleRow | None,
+    e: db.FeedEventRow | None,
+    feed_title: str | None,
+    *,
+    also_seen_in: tuple[str, ...] = (),
 ) -> Delivery:
+    if e is not None:  # a health alert: about a feed, not a story
+        return Delivery(
+            id=d.id,
+            channel=d.channel,
+            attempts=d.attempts,
+            rule="",
+            terms=(),
+            feed_id=e.feed_id,
+            feed_title=feed_title,
+            title="",
+            link=None,
+            published_at=None,
+            summary="",
+            queued_at=d.created_at,
+            hold=d.hold,
+            event=FeedEvent(e.state, e.feed_id, e.at, e.since, e.failures, e.error),
+        )
+    # The table's check: a delivery is about a match (with its article) or an event.
+    assert m is not None
+    assert a is not None
     return Delivery(
         id=d.id,
         channel=d.channel,
@@ -351,7 +439,33 @@ def _delivery_of(
         published_at=a.published_at,
         summary=a.summary,
         queued_at=d.created_at,
+        also_seen_in=also_seen_in,
+        hold=d.hold,
     )
+
+
+def _also_seen_in(
+    session: Session, articles: Sequence[db.ArticleRow]
+) -> dict[int, tuple[str, ...]]:
+    """Per article id: the titles (or ids) of the other feeds that carried the same link."""
+    keys = {a.link_key for a in articles if a.link_key}
+    if not keys:
+        return {}
+    query = (
+        select(db.ArticleRow.link_key, db.FeedRow.id, db.FeedRow.title)
+        .join(db.FeedRow, db.ArticleRow.feed_id == db.FeedRow.id)
+        .where(db.ArticleRow.link_key.in_(keys))
+        .distinct()
+        .order_by(db.FeedRow.id)
+    )
+    feeds: dict[str, list[tuple[str, str]]] = {}
+    for key, feed_id, title in session.execute(query):
+        feeds.setdefault(str(key), []).append((feed_id, title or feed_id))
+    return {
+        a.id: tuple(title for feed_id, title in feeds.get(a.link_key, []) if feed_id != a.feed_id)
+        for a in articles
+        if a.link_key
+    }
 
 
 def _is_due(now: datetime) -> ColumnElement[bool]:
@@ -435,6 +549,30 @@ def _not_alerted_before(session: Session, row: db.ArticleRow, hits: Sequence[Mat
     )
     already = set(session.scalars(query))
     return [hit for hit in hits if hit.rule not in already]
+
+
+def _queue_event(session: Session, event: FeedEvent, channels: Sequence[str]) -> None:
+    row = db.FeedEventRow(
+        feed_id=event.feed_id,
+        state=event.state,
+        at=event.at,
+        since=event.since,
+        failures=event.failures,
+        error=event.error,
+    )
+    session.add(row)
+    session.flush()
+    for channel in dict.fromkeys(channels):
+        session.add(
+            db.DeliveryRow(
+                event_id=row.id,
+                channel=channel,
+                status="pending",
+                attempts=0,
+                created_at=event.at,
+                next_attempt_at=event.at,
+            )
+        )
 
 
 def _queue_alerts(
