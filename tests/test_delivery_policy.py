@@ -55,6 +55,7 @@ async def make_pipeline(tmp_path: Path) -> AsyncIterator[Any]:
 def config(feed_url: str, hook: str, *, rules: str, channel: str = "", watcher: str = "") -> str:
     return f"""
 [watcher]
+per_host_spacing = "0s"
 {watcher}
 
 [[feeds]]

@@ -142,7 +142,7 @@ def run(ctx: click.Context, config_path: Path, once: bool) -> None:
 @config_option
 @user_errors
 def feeds(config_path: Path) -> None:
-    """List feeds: last poll, outcome, articles stored, next poll."""
+    """List feeds and their health: ok, failing since when, gone; next poll, last error."""
     config = load_config(config_path)
     store = open_store(config)
     try:
@@ -151,29 +151,38 @@ def feeds(config_path: Path) -> None:
         store.close()
     configured = {feed.id for feed in config.feeds}
     now = utcnow()
-    header = ("FEED", "LAST POLL", "OUTCOME", "ARTICLES", "NEXT POLL")
+    header = ("FEED", "HEALTH", "LAST POLL", "NEXT POLL", "ARTICLES")
     table = [header] + [_feed_row(feed, now) for feed in rows if feed.id in configured]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for line in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     for feed in rows:
-        if feed.id in configured and feed.last_error:
-            failing = (
-                f" ({feed.consecutive_failures} in a row)" if feed.consecutive_failures else ""
-            )
-            click.echo(f"{feed.id}: last error{failing}: {feed.last_error}")
+        if feed.id not in configured:
+            continue
+        if feed.moved_to:
+            click.echo(f"{feed.id}: moved permanently to {feed.moved_to} (polled there)")
+        if feed.last_error:
+            click.echo(f"{feed.id}: last error: {feed.last_error}")
 
 
 def _feed_row(row: FeedSummary, now: datetime) -> tuple[str, str, str, str, str]:
-    outcome = {"ok": "ok", "not_modified": "ok (304)", "error": "error"}.get(
-        row.last_outcome or "", "never polled"
-    )
+    if row.gone_at:
+        health = "gone (410), not polled"
+    elif row.failing_since:
+        health = (
+            f"failing since {_ago(row.failing_since, now)} "
+            f"({_count(row.consecutive_failures, 'poll', 'polls')})"
+        )
+    else:
+        health = {"ok": "ok", "not_modified": "ok (unchanged)"}.get(
+            row.last_outcome or "", "never polled"
+        )
     return (
         row.id,
+        health,
         _ago(row.last_polled_at, now),
-        outcome,
-        str(row.articles),
         _ago(row.next_poll_at, now),
+        str(row.articles),
     )
 
 

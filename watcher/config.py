@@ -91,6 +91,9 @@ class WatcherSettings(_Section):
     max_redirects: int = Field(default=5, ge=0, le=20)
     max_entries: int = Field(default=1000, ge=1)
     concurrency: int = Field(default=10, ge=1, le=1000)
+    per_host_concurrency: int = Field(default=2, ge=1, le=100)
+    per_host_spacing: Duration = timedelta(seconds=1)  # between request starts to one host
+    max_hinted_interval: Duration = timedelta(hours=6)  # a feed's ttl lengthens up to this
     parse_workers: int | None = Field(default=None, ge=0, le=256)  # None: one per CPU
     parse_memory_bytes: int = Field(default=512 * 2**20, ge=64 * 2**20)
     parse_timeout: Duration = timedelta(seconds=30)
@@ -126,6 +129,7 @@ class FeedConfig(_Section):
     interval: Duration | None = None
     tags: tuple[str, ...] = ()
     alert_backlog: bool | None = None
+    feed_hints: bool = True  # follow the feed's ttl, skipHours, skipDays, Cache-Control
 
     @field_validator("interval")
     @classmethod

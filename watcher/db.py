@@ -84,6 +84,14 @@ class FeedRow(Base):
     baselined_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime())  # this streak's start
     health_alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # for this streak
+    moved_to: Mapped[str | None] = mapped_column(Text)  # after a 301/308; polled instead of url
+    gone_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # 410: no longer polled
+    body_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of the last 200 body
+    # What the feed says of its own schedule: RSS <ttl> or Cache-Control max-age (seconds),
+    # and RSS <skipHours> (0-23, UTC) / <skipDays> (0 = Monday).
+    ttl: Mapped[int | None] = mapped_column(Integer)
+    skip_hours: Mapped[list[int] | None] = mapped_column(JSON)
+    skip_days: Mapped[list[int] | None] = mapped_column(JSON)
 
 
 class ArticleRow(Base):

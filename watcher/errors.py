@@ -15,6 +15,8 @@ An exception that is not a WatcherError is a bug: it is logged loudly and allowe
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 
 class WatcherError(Exception):
     """Base of every error watcher raises on purpose."""
@@ -56,7 +58,27 @@ class FeedError(WatcherError):
 
 
 class FetchError(FeedError):
+    """No body: ``status`` is the HTTP status when the server answered with an error, and
+    ``retry_after`` what it asked us to wait (429, 503)."""
+
     kind = "fetch"
+
+    def __init__(
+        self,
+        url: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: timedelta | None = None,
+    ) -> None:
+        super().__init__(url, message)
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def gone(self) -> bool:
+        """410 Gone: the server says the feed was removed for good."""
+        return self.status == 410
 
 
 class ParseError(FeedError):

@@ -9,8 +9,14 @@ us hold more than ``max_bytes``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -39,6 +45,13 @@ class FetchResult:
     status: int
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
+    moved_to: str | None = None  # where permanent redirects (301, 308) from the start led
+
+    @property
+    def max_age(self) -> timedelta | None:
+        """Cache-Control max-age: how long the server says the answer stays fresh."""
+        found = _MAX_AGE.search(self.headers.get("cache-control", ""))
+        return timedelta(seconds=min(int(found[1]), 10**7)) if found else None
 
     @property
     def not_modified(self) -> bool:
@@ -51,6 +64,54 @@ class FetchResult:
     @property
     def last_modified(self) -> str | None:
         return self.headers.get("last-modified")
+
+
+_MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d{1,12})", re.IGNORECASE)
+RETRY_AFTER_CAP = timedelta(days=1)
+
+
+def retry_after(value: str | None, now: datetime) -> timedelta | None:
+    """A Retry-After header (seconds, or an HTTP date) as a delay, at most a day."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        delay = timedelta(seconds=int(value[:9]))
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        delay = when - now
+    return min(max(delay, timedelta(0)), RETRY_AFTER_CAP)
+
+
+class HostGate:
+    """Politeness per host: at most ``concurrency`` requests in flight to one host, and their
+    starts at least ``spacing`` seconds apart, so 200 feeds on one site do not hammer it."""
+
+    def __init__(self, concurrency: int, spacing: float) -> None:
+        self.concurrency = concurrency
+        self.spacing = spacing
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._turns: dict[str, asyncio.Lock] = {}
+        self._last_start: dict[str, float] = {}
+
+    @asynccontextmanager
+    async def slot(self, url: str) -> AsyncIterator[None]:
+        host = (urlsplit(url).hostname or "").lower()
+        if not host:  # file: URLs
+            yield
+            return
+        async with self._slots.setdefault(host, asyncio.Semaphore(self.concurrency)):
+            async with self._turns.setdefault(host, asyncio.Lock()):
+                wait = self._last_start.get(host, -1e9) + self.spacing - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self._last_start[host] = time.monotonic()
+            yield
 
 
 def make_client(limits: Limits) -> httpx.AsyncClient:
@@ -101,10 +162,18 @@ async def _get(
 ) -> FetchResult:
     async with client.stream("GET", url, headers=headers) as response:
         final_url = str(response.url)
+        moved_to = _moved_to(response)
         if response.status_code == 304:
-            return FetchResult(final_url, 304, headers=_lower(response.headers))
+            return FetchResult(final_url, 304, headers=_lower(response.headers), moved_to=moved_to)
         if response.status_code >= 400:
-            raise FetchError(url, f"HTTP {response.status_code} {response.reason_phrase}".strip())
+            raise FetchError(
+                url,
+                f"HTTP {response.status_code} {response.reason_phrase}".strip(),
+                status=response.status_code,
+                retry_after=retry_after(response.headers.get("retry-after"), datetime.now(UTC))
+                if response.status_code in (429, 503)
+                else None,
+            )
         if response.status_code != 200:
             raise FetchError(url, f"unexpected HTTP status {response.status_code}")
         encodings = [
@@ -113,7 +182,19 @@ async def _get(
         if len(encodings) > 1:
             raise FetchError(url, "refusing a response with nested content encodings")
         body = await _read_capped(response, url, max_bytes)
-        return FetchResult(final_url, 200, body, _lower(response.headers))
+        return FetchResult(final_url, 200, body, _lower(response.headers), moved_to)
+
+
+def _moved_to(response: httpx.Response) -> str | None:
+    """The URL that the leading run of permanent redirects points at: a 301 then a 302 means
+    the feed moved for good to the 302's URL, which itself is only a temporary stop."""
+    hops = [*response.history, response]
+    moved = None
+    for hop, following in pairwise(hops):
+        if hop.status_code not in (301, 308):
+            break
+        moved = str(following.url)
+    return moved
 
 
 async def _read_capped(response: httpx.Response, url: str, max_bytes: int) -> bytes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,10 @@ class ParsedFeed:
     link: str | None
     articles: tuple[Article, ...]
     warning: str | None = None
+    # The feed's own word on when to poll it (RSS): <ttl>, <skipHours> (UTC), <skipDays>.
+    ttl: timedelta | None = None
+    skip_hours: frozenset[int] = frozenset()  # 0-23
+    skip_days: frozenset[int] = frozenset()  # 0 = Monday
 
 
 @dataclass(frozen=True, slots=True)

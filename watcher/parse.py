@@ -265,7 +265,40 @@ def _parse_xml_feed(
         link=_safe_link(_raw(feed, "link"), url),
         articles=articles,
         warning=f"malformed feed: {_describe(problem)}" if problem is not None else None,
+        ttl=_ttl(_raw(feed, "ttl")),
+        skip_hours=_skipped(text, "skipHours", "hour", _HOURS),
+        skip_days=_skipped(text, "skipDays", "day", _DAYS),
     )
+
+
+# RSS 2.0's own schedule: <ttl> minutes, and the hours (UTC) and days not to poll in.
+# feedparser keeps only the last <hour> and <day>, so these are read from the channel header.
+_HOURS = {str(hour): hour for hour in range(24)} | {f"{hour:02d}": hour for hour in range(10)}
+_DAYS = {
+    day: number
+    for number, day in enumerate(
+        ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    )
+}
+_HEADER_CHARS = 20_000  # the channel's own elements come before its items
+
+
+def _ttl(value: object) -> timedelta | None:
+    if not isinstance(value, str) or not value.strip().isdigit() or len(value.strip()) > 7:
+        return None
+    minutes = int(value.strip())
+    return timedelta(minutes=minutes) if minutes > 0 else None
+
+
+def _skipped(text: str, outer: str, inner: str, names: Mapping[str, int]) -> frozenset[int]:
+    header = text[:_HEADER_CHARS]
+    start = header.find(f"<{outer}>")
+    end = header.find(f"</{outer}>", start)
+    if start < 0 or end < 0:
+        return frozenset()
+    block = header[start:end]
+    values = re.findall(rf"<{inner}>\s*([^<]{{1,12}}?)\s*</{inner}>", block)
+    return frozenset(names[v.strip().lower()] for v in values if v.strip().lower() in names)
 
 
 def _raw(container: Any, key: str) -> Any:

@@ -13,6 +13,7 @@ A feed's failure is recorded on that feed and reported; it never escapes to stop
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -24,8 +25,8 @@ import httpx
 from . import policy
 from .config import Config, FeedConfig, Rule
 from .db import utcnow
-from .errors import FeedError, WatcherError
-from .fetch import FetchResult, Limits, fetch
+from .errors import FeedError, FetchError, WatcherError
+from .fetch import FetchResult, HostGate, Limits, fetch
 from .messages import Batch, Content, Health
 from .models import Article, Delivery, Match
 from .notify import Channels
@@ -120,6 +121,10 @@ class Pipeline:
             config.settings.delivery_max_attempts, config.settings.delivery_max_age
         )
         self._poll_slots = asyncio.Semaphore(config.settings.concurrency)
+        self.hosts = HostGate(
+            config.settings.per_host_concurrency,
+            config.settings.per_host_spacing.total_seconds(),
+        )
         self._senders: dict[str, asyncio.Lock] = {}  # one sender per channel
         self._resend: set[str] = set()  # channels that got work while their sender was busy
         self._windows: dict[str, policy.SendWindow] = {}  # rate-limited channels' recent sends
@@ -129,13 +134,13 @@ class Pipeline:
 
     async def poll(self, feed: FeedConfig) -> PollReport:
         """Poll ``feed`` once; every outcome, failures included, is recorded on the feed."""
-        async with self._poll_slots:
-            try:
-                report = await self._poll(feed)
-            except FeedError as exc:
-                report = PollReport(feed.id, "error", error=exc.message)
-                await self._record_failure(feed, exc.message)
-                log.warning("feed %s: %s error: %s", feed.id, exc.kind, exc.message)
+        try:
+            report = await self._poll(feed)
+        except FeedError as exc:
+            gone = isinstance(exc, FetchError) and exc.gone
+            report = PollReport(feed.id, "gone" if gone else "error", error=exc.message)
+            await self._record_failure(feed, exc)
+            log.warning("feed %s: %s error: %s", feed.id, exc.kind, exc.message)
         if report.matches:
             self._send_soon()
         return report
@@ -162,15 +167,25 @@ class Pipeline:
 
     async def _poll(self, feed: FeedConfig) -> PollReport:
         state = await asyncio.to_thread(self.store.feed_state, feed.id)
-        result = await fetch(
-            self.client,
-            feed.url,
-            limits=self.limits,
-            etag=state.etag,
-            last_modified=state.last_modified,
-        )
-        if result.not_modified:
-            await self._record_success(feed, result, "not_modified")
+        if state.gone:
+            return PollReport(feed.id, "gone", error="the server said 410 Gone; not polled")
+        url = state.moved_to or feed.url
+        # Per host first, then a global slot: feeds waiting on a busy host hold no slot that
+        # feeds on other hosts could use.
+        async with self.hosts.slot(url), self._poll_slots:
+            result = await fetch(
+                self.client,
+                url,
+                limits=self.limits,
+                etag=state.etag,
+                last_modified=state.last_modified,
+            )
+        if result.moved_to and result.moved_to != state.moved_to:
+            log.info("feed %s: moved permanently to %s", feed.id, result.moved_to)
+        body_hash = hashlib.sha256(result.body).hexdigest() if not result.not_modified else None
+        if result.not_modified or body_hash == state.body_hash:
+            # An unchanged body is as good as a 304: nothing to parse, nothing to store.
+            await self._record_success(feed, result, "not_modified", state.hints)
             log.debug("feed %s: not modified", feed.id)
             return PollReport(feed.id, "not_modified")
         parsed = await self.parser.parse(
@@ -185,7 +200,10 @@ class Pipeline:
         ingested = await asyncio.to_thread(
             self.store.ingest, feed.id, parsed.articles, now=self.clock(), matcher=matcher
         )
-        await self._record_success(feed, result, "ok", title=parsed.title)
+        hints = policy.FeedHints(parsed.ttl, parsed.skip_hours, parsed.skip_days)
+        await self._record_success(
+            feed, result, "ok", hints, title=parsed.title, body_hash=body_hash
+        )
         if parsed.warning:
             log.warning("feed %s: partly malformed, kept what parsed: %s", feed.id, parsed.warning)
         log.info(
@@ -214,35 +232,66 @@ class Pipeline:
         return matcher_for(rules, self._rulesets[key], feed.id)
 
     async def _record_success(
-        self, feed: FeedConfig, result: FetchResult, outcome: str, title: str | None = None
+        self,
+        feed: FeedConfig,
+        result: FetchResult,
+        outcome: str,
+        hints: policy.FeedHints,
+        *,
+        title: str | None = None,
+        body_hash: str | None = None,
     ) -> None:
         now = self.clock()
+        heeded = policy.FeedHints()
+        if feed.feed_hints:  # the response's max-age counts as much as the feed's own ttl
+            ttl = max(filter(None, (hints.ttl, result.max_age)), default=None)
+            heeded = policy.FeedHints(ttl, hints.skip_hours, hints.skip_days)
+        next_at = policy.next_poll(
+            now,
+            self.config.interval(feed),
+            0,
+            self.rng,
+            heeded,
+            self.config.settings.max_hinted_interval,
+        )
         recovered = await asyncio.to_thread(
             self.store.record_success,
             feed.id,
             now=now,
             outcome=outcome,
-            next_poll_at=policy.next_poll(now, self.config.interval(feed), 0, self.rng),
+            next_poll_at=next_at,
             etag=result.etag,
             last_modified=result.last_modified,
             title=title,
             health=self.config.health,
+            moved_to=result.moved_to,
+            body_hash=body_hash,
+            hints=hints if outcome == "ok" else None,
         )
         if recovered:
             log.info("feed %s: recovered; health alert queued", feed.id)
             self._send_soon()
 
-    async def _record_failure(self, feed: FeedConfig, error: str) -> None:
+    async def _record_failure(self, feed: FeedConfig, error: FeedError) -> None:
+        """Back off; as long as the server asked (Retry-After) if longer. 410 Gone stops
+        polling the feed (until its configured URL changes) and alerts at once."""
         now = self.clock()
         state = await asyncio.to_thread(self.store.feed_state, feed.id)
-        next_at = policy.next_poll(
-            now, self.config.interval(feed), state.consecutive_failures + 1, self.rng
+        hints = state.hints if feed.feed_hints else policy.FeedHints()
+        next_at: datetime | None = policy.next_poll(
+            now, self.config.interval(feed), state.consecutive_failures + 1, self.rng, hints
         )
+        message = error.message
+        if isinstance(error, FetchError) and error.retry_after and next_at:
+            next_at = max(next_at, now + error.retry_after)
+        if isinstance(error, FetchError) and error.gone:
+            next_at = None
+            message += " (the feed was removed; watcher stopped polling it)"
         alarmed = await asyncio.to_thread(
             self.store.record_failure,
             feed.id,
             now=now,
-            error=error,
+            error=message,
             next_poll_at=next_at,
             health=self.config.health,
         )

@@ -28,14 +28,49 @@ def jitter(interval: timedelta, rng: random.Random) -> timedelta:
     return timedelta(seconds=rng.uniform(0, spread))
 
 
-def next_poll(now: datetime, interval: timedelta, failures: int, rng: random.Random) -> datetime:
+@dataclass(frozen=True, slots=True)
+class FeedHints:
+    """What a feed says about its own schedule: how long its answer stays fresh (RSS ``<ttl>``
+    or Cache-Control max-age, the longer), and the hours (UTC) and weekdays not to poll in."""
+
+    ttl: timedelta | None = None
+    skip_hours: frozenset[int] = frozenset()
+    skip_days: frozenset[int] = frozenset()  # 0 = Monday
+
+
+def next_poll(
+    now: datetime,
+    interval: timedelta,
+    failures: int,
+    rng: random.Random,
+    hints: FeedHints = FeedHints(),
+    max_hinted: timedelta = timedelta(hours=6),
+) -> datetime:
     """After a success (``failures == 0``) poll again after one interval; after failures back
-    off exponentially up to a cap, and keep probing at the cap forever: never give up."""
+    off exponentially up to a cap, and keep probing at the cap forever: never give up.
+
+    A feed's ttl may lengthen the interval (up to ``max_hinted``), never shorten it; its skip
+    hours and days push the poll to the next hour it allows."""
     delay = interval
     if failures > 0:
         backoff = interval * (1 << min(failures - 1, 16))
         delay = max(interval, min(backoff, FEED_BACKOFF_CAP))
-    return now + delay + jitter(delay, rng)
+    elif hints.ttl is not None:
+        delay = max(interval, min(hints.ttl, max_hinted))
+    return _allowed(now + delay + jitter(delay, rng), hints)
+
+
+def _allowed(at: datetime, hints: FeedHints) -> datetime:
+    """``at``, or the start of the first hour after it that the feed does not skip."""
+    if not (hints.skip_hours or hints.skip_days):
+        return at
+    candidate = at
+    for _ in range(24 * 8):
+        utc = candidate.astimezone(UTC)
+        if utc.hour not in hints.skip_hours and utc.weekday() not in hints.skip_days:
+            return candidate
+        candidate = (utc + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    return at  # a feed that skips every hour of the week is not taken at its word
 
 
 def first_poll(

@@ -114,6 +114,9 @@ class _Daemon:
         config = self.pipeline.config
         for feed in config.feeds:
             state = await asyncio.to_thread(self.pipeline.store.feed_state, feed.id)
+            if state.gone:
+                log.warning("feed %s: not polled: the server said 410 Gone", feed.id)
+                continue
             when = policy.first_poll(
                 now, state.next_poll_at, config.interval(feed), self.pipeline.rng
             )
@@ -156,16 +159,17 @@ class _Daemon:
 
     async def _poll(self, feed: FeedConfig) -> None:
         await self._guarded(self.pipeline.poll(feed), f"feed {feed.id}")
-        if not self.stopping:
-            self._arm(feed, await self._next_poll(feed))
+        if not self.stopping and (when := await self._next_poll(feed)):
+            self._arm(feed, when)
 
-    async def _next_poll(self, feed: FeedConfig) -> datetime:
+    async def _next_poll(self, feed: FeedConfig) -> datetime | None:
+        """When the poll just made says to poll next; None for a feed that is gone."""
         fallback = self.pipeline.clock() + self.pipeline.config.interval(feed)
         try:
             state = await asyncio.to_thread(self.pipeline.store.feed_state, feed.id)
         except WatcherError:
             return fallback
-        return state.next_poll_at or fallback
+        return None if state.gone else state.next_poll_at or fallback
 
     async def _sweep_deliveries(self) -> None:
         await self._guarded(self.pipeline.deliver_due(), "deliveries")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Engine, Select, and_, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import db
 from .errors import StorageError
 from .models import Article, Delivery, FeedEvent, Match
-from .policy import HealthPolicy
+from .policy import FeedHints, HealthPolicy
 
 Matcher = Callable[[Article], Sequence[Match]]
 
@@ -32,6 +32,12 @@ class FeedState:
     baselined: bool
     next_poll_at: datetime | None
     consecutive_failures: int
+    moved_to: str | None = None  # polled instead of the configured URL (301/308)
+    gone: bool = False  # 410: not polled until its configured URL changes
+    body_hash: str | None = None
+    hints: FeedHints = field(
+        default_factory=FeedHints
+    )  # what the feed said of its schedule when last parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,8 @@ class FeedSummary:
     next_poll_at: datetime | None
     articles: int
     failing_since: datetime | None = None
+    moved_to: str | None = None
+    gone_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +110,8 @@ class Store:
     # feeds
 
     def sync_feeds(self, feeds: Iterable[tuple[str, str]]) -> None:
-        """Make sure every configured (id, url) has a row; a changed URL is taken over."""
+        """Make sure every configured (id, url) has a row. A changed URL is taken over and
+        starts afresh: no validators, no redirect remembered, polled again if it was gone."""
         with self._session() as session:
             for feed_id, url in feeds:
                 row = session.get(db.FeedRow, feed_id)
@@ -110,6 +119,7 @@ class Store:
                     session.add(db.FeedRow(id=feed_id, url=url, consecutive_failures=0))
                 elif row.url != url:
                     row.url, row.etag, row.last_modified = url, None, None
+                    row.moved_to = row.gone_at = row.body_hash = None
 
     def feed_state(self, feed_id: str) -> FeedState:
         with self._session() as session:
@@ -122,6 +132,14 @@ class Store:
                 baselined=row.baselined_at is not None,
                 next_poll_at=row.next_poll_at,
                 consecutive_failures=row.consecutive_failures,
+                moved_to=row.moved_to,
+                gone=row.gone_at is not None,
+                body_hash=row.body_hash,
+                hints=FeedHints(
+                    timedelta(seconds=row.ttl) if row.ttl else None,
+                    frozenset(row.skip_hours or ()),
+                    frozenset(row.skip_days or ()),
+                ),
             )
 
     def record_success(
@@ -135,9 +153,14 @@ class Store:
         last_modified: str | None = None,
         title: str | None = None,
         health: HealthPolicy | None = None,
+        moved_to: str | None = None,
+        body_hash: str | None = None,
+        hints: FeedHints | None = None,
     ) -> bool:
-        """Record a good poll. If the feed had been reported failing, queue the "recovered"
-        health alert in the same transaction; returns whether one was queued."""
+        """Record a good poll (``outcome`` "ok", or "not_modified" with nothing else to keep).
+        A permanent redirect is remembered, and the feed's schedule hints when it was parsed.
+        If the feed had been reported failing, queue the "recovered" health alert in the same
+        transaction; returns whether one was queued."""
         with self._session() as session:
             row = self._feed(session, feed_id)
             failures, since = row.consecutive_failures, row.failing_since
@@ -146,10 +169,16 @@ class Store:
             row.last_outcome, row.last_error, row.consecutive_failures = outcome, None, 0
             row.failing_since = row.health_alerted_at = None
             row.next_poll_at = next_poll_at
+            row.moved_to = moved_to or row.moved_to
             if outcome != "not_modified":
                 row.etag, row.last_modified = etag, last_modified
                 row.baselined_at = row.baselined_at or now
                 row.title = title or row.title
+                row.body_hash = body_hash
+            if hints is not None:
+                row.ttl = int(hints.ttl.total_seconds()) if hints.ttl else None
+                row.skip_hours = sorted(hints.skip_hours) or None
+                row.skip_days = sorted(hints.skip_days) or None
             if not (alerted and since and health and health.channels):
                 return False
             event = FeedEvent("recovered", feed_id, at=now, since=since, failures=failures)
@@ -162,22 +191,24 @@ class Store:
         *,
         now: datetime,
         error: str,
-        next_poll_at: datetime,
+        next_poll_at: datetime | None,
         health: HealthPolicy | None = None,
     ) -> bool:
         """Record a failed poll. The first time a streak of failures crosses ``health``'s
-        threshold, queue one "failing" health alert with it; returns whether one was queued."""
+        threshold, queue one "failing" health alert with it; returns whether one was queued.
+        ``next_poll_at=None``: the feed is gone (410), is not polled again, and alerts now."""
         with self._session() as session:
             row = self._feed(session, feed_id)
-            row.last_polled_at, row.last_outcome, row.last_error = now, "error", error
+            row.last_polled_at, row.last_error = now, error
+            row.last_outcome = "error" if next_poll_at else "gone"
             row.consecutive_failures += 1
             row.failing_since = row.failing_since or now
             row.next_poll_at = next_poll_at
-            if (
-                health is None
-                or row.health_alerted_at is not None
-                or not health.alarming(row.consecutive_failures, row.failing_since, now)
-            ):
+            row.gone_at = None if next_poll_at else now
+            if health is None or not health.channels or row.health_alerted_at is not None:
+                return False
+            gone = row.gone_at is not None
+            if not (gone or health.alarming(row.consecutive_failures, row.failing_since, now)):
                 return False
             row.health_alerted_at = now
             event = FeedEvent(
@@ -222,6 +253,8 @@ class Store:
                     next_poll_at=row.next_poll_at,
                     articles=n,
                     failing_since=row.failing_since,
+                    moved_to=row.moved_to,
+                    gone_at=row.gone_at,
                 )
                 for row, n in session.execute(query)
             ]
