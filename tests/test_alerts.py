@@ -105,7 +105,7 @@ def test_notify_test_reports_each_url(
     [message] = receiver.messages("/hook")
     assert message["title"] == "[notify-test] Test alert from watcher 0.1.0 to channel hook"
 
-    mixed = watcher("notify-test", "-c", config, "broken", code=1).output.splitlines()
+    mixed = watcher("notify-test", "-c", config, "broken", code=1).stdout.splitlines()
     assert mixed[0].startswith("FAILED  JSON json://127.0.0.1:9/")
     assert mixed[1].startswith("ok      JSON json://127.0.0.1:")
     assert (

@@ -111,6 +111,8 @@ def test_db_upgrade_and_feeds_listing(write_config) -> None:
     config = str(write_config(CONFIG))
     env = {"SLACK_SECRET": SECRET}
     assert "database is up to date" in invoke("db", "upgrade", "-c", config, env=env).output
+    pruned = invoke("db", "prune", "-c", config, env=env).output
+    assert pruned == "pruned 0 articles, 0 deliveries and 0 feed events\n"
     listing = invoke("feeds", "-c", config, env=env).output
     assert listing.splitlines()[1].split() == ["world", "never", "polled", "-", "-", "0"]
 

@@ -320,3 +320,23 @@ def test_a_channel_template_override_is_used(write_config) -> None:
     assert message.title.startswith("NEWS: Test alert from watcher")
     other = config.templates.render(sample_alert("elsewhere"), "elsewhere", Format.TEXT)
     assert other.title.startswith("[notify-test]")
+
+
+def test_secrets_from_files(write_config, tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "slack").write_text("xoxb-from-a-file\n")  # as `echo` writes it
+    text = VALID.replace("slack://${SLACK_TOKEN}/#news", "slack://${file:secrets/slack}/#news")
+    config = load_config(write_config(text), {})
+    [url] = config.channels["newsroom"].urls
+    assert url.get_secret_value() == "slack://xoxb-from-a-file/#news"
+    assert "xoxb-from-a-file" in config.secrets
+    assert "slack://xoxb-from-a-file/#news" in config.secrets
+
+
+def test_a_missing_secret_file_names_the_key_and_the_file(write_config, tmp_path: Path) -> None:
+    text = VALID.replace("slack://${SLACK_TOKEN}/#news", "slack://${file:/run/secrets/nope}")
+    [problem] = problems(text, write_config, {})
+    assert problem == (
+        "channels.newsroom.urls[0]: cannot read secret file /run/secrets/nope: "
+        "No such file or directory"
+    )

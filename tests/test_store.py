@@ -354,3 +354,54 @@ def test_an_alert_names_the_other_feeds_that_carried_the_story(store: Store) -> 
         conn.execute(text("UPDATE feeds SET title = 'Local paper' WHERE id = 'local'"))
     [delivery] = store.due_deliveries(NOW)  # the second feed's match was a repeat: dropped
     assert (delivery.feed_id, delivery.also_seen_in) == ("world", ("Local paper",))
+
+
+DAY = timedelta(days=1)
+
+
+def prune(store: Store, now: datetime) -> tuple[int, int, int]:
+    result = store.prune(articles_before=now - 30 * DAY, alerts_before=now - 90 * DAY)
+    return result.articles, result.deliveries, result.events
+
+
+def test_prune_keeps_what_the_feed_still_lists_and_what_alerted_recently(store: Store) -> None:
+    # day 0: three entries, one of which alerts (sent); day 1: the feed drops "old" and "gone"
+    store.ingest(
+        "world",
+        [article("old"), article("alerted", "NATO"), article("gone")],
+        now=NOW,
+        matcher=rule_on("NATO"),
+    )
+    store.record_deliveries([d.id for d in store.due_deliveries(NOW)], now=NOW, error=None)
+    store.ingest("world", [article("listed")], now=NOW + DAY, matcher=None)
+    # "stale" stays in a feed that has not changed since: its latest document still lists it
+    store.ingest("local", [article("stale")], now=NOW, matcher=None)
+
+    assert prune(store, NOW + 29 * DAY) == (0, 0, 0)  # nothing is old enough yet
+    assert prune(store, NOW + 40 * DAY) == (2, 0, 0)  # "old" and "gone"
+    keys = {s.id: s.articles for s in store.feed_summaries()}
+    assert keys == {"world": 2, "local": 1}  # "alerted", "listed"; "stale"
+    # past the alert retention the sent alert goes, then its article with the next prune
+    assert prune(store, NOW + 91 * DAY) == (1, 1, 0)
+    assert store.recent_deliveries() == []
+
+
+def test_prune_never_drops_an_alert_still_waiting(store: Store) -> None:
+    store.ingest("world", [article("1", "NATO")], now=NOW, matcher=rule_on("NATO"))
+    store.ingest("world", [article("2")], now=NOW + DAY, matcher=None)  # "1" no longer listed
+    assert prune(store, NOW + 400 * DAY) == (0, 0, 0)
+    assert len(store.due_deliveries(NOW + 400 * DAY)) == 1
+
+
+def test_the_database_stays_bounded(store: Store) -> None:
+    # A feed that publishes 5 stories a day and lists the latest 10, for 120 days, with a
+    # prune each day: the articles kept never exceed the 30-day window plus what is listed.
+    most = 0
+    for day in range(120):
+        now = NOW + day * DAY
+        listed = [article(f"{d}-{n}") for d in range(day, max(day - 2, -1), -1) for n in range(5)]
+        store.ingest("world", listed, now=now, matcher=None)
+        prune(store, now)
+        most = max(most, next(s.articles for s in store.feed_summaries() if s.id == "world"))
+    assert most <= 31 * 5 + 10
+    assert next(s.articles for s in store.feed_summaries() if s.id == "world") >= 30 * 5

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -18,7 +17,7 @@ from typing import ParamSpec, TypeVar
 
 import click
 
-from . import __version__
+from . import __version__, logs
 from .backtest import Finding, SourceError, evaluate, read_sources
 from .config import Config, Rule, load_config, parse_duration
 from .db import utcnow
@@ -28,6 +27,7 @@ from .notify import Channels, sample_alert
 from .pipeline import fetch_limits
 from .rules import Hit
 from .scheduler import open_store, run_daemon, run_once
+from .scheduler import prune as prune_now
 from .store import DeliveryRecord, FeedSummary, Store
 
 P = ParamSpec("P")
@@ -67,27 +67,28 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
     default=None,
     help="Logging detail on stderr (default: info for run, warning otherwise).",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["human", "json"]),
+    default="human",
+    envvar="WATCHER_LOG_FORMAT",
+    show_default=True,
+    help="Log lines for people, or one JSON object per line (or $WATCHER_LOG_FORMAT).",
+)
 @click.pass_context
-def main(ctx: click.Context, log_level: str | None) -> None:
+def main(ctx: click.Context, log_level: str | None, log_format: str) -> None:
     """watcher: polls news feeds, matches articles against rules, alerts through Apprise."""
-    ctx.obj = {"log_level": log_level}
+    ctx.obj = {"log_level": log_level, "log_format": log_format}
 
 
-def _setup_logging(ctx: click.Context, default: str) -> None:
-    level = (ctx.obj or {}).get("log_level") or default
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    if level.upper() != "DEBUG":  # their INFO lines repeat what watcher's own say
-        for chatty in ("alembic", "apscheduler"):
-            logging.getLogger(chatty).setLevel(logging.WARNING)
-    # Never below WARNING, even for --log-level debug: their INFO and DEBUG lines print full
-    # request URLs, and a feed URL or a notification URL may carry a token.
-    for leaky in ("apprise", "httpx", "httpcore"):
-        logging.getLogger(leaky).setLevel(logging.WARNING)
+def _load(config_path: Path, log_level: str = "warning") -> Config:
+    """The config, with logging set up (at ``log_level`` unless --log-level says otherwise)
+    and told which secrets to redact."""
+    options = click.get_current_context().find_root().obj or {}
+    logs.setup(options.get("log_level") or log_level, options.get("log_format", "human"))
+    config = load_config(config_path)
+    logs.redact(config.secrets)
+    return config
 
 
 @main.command()
@@ -95,7 +96,7 @@ def _setup_logging(ctx: click.Context, default: str) -> None:
 @user_errors
 def check(config_path: Path) -> None:
     """Validate the config and print a short summary."""
-    config = load_config(config_path)
+    config = _load(config_path)
     channels = _channels(config)
     click.echo(f"config OK: {config.path}")
     click.echo(f"  database  {_masked_db(config)}")
@@ -119,12 +120,10 @@ def check(config_path: Path) -> None:
 @main.command()
 @config_option
 @click.option("--once", is_flag=True, help="Poll every feed once, deliver, and exit.")
-@click.pass_context
 @user_errors
-def run(ctx: click.Context, config_path: Path, once: bool) -> None:
+def run(config_path: Path, once: bool) -> None:
     """Run the daemon (or one pass with --once)."""
-    _setup_logging(ctx, "info")
-    config = load_config(config_path)
+    config = _load(config_path, "info")
     if not once:
         asyncio.run(run_daemon(config))
         return
@@ -143,7 +142,7 @@ def run(ctx: click.Context, config_path: Path, once: bool) -> None:
 @user_errors
 def feeds(config_path: Path) -> None:
     """List feeds and their health: ok, failing since when, gone; next poll, last error."""
-    config = load_config(config_path)
+    config = _load(config_path)
     store = open_store(config)
     try:
         rows = store.feed_summaries()
@@ -220,7 +219,7 @@ def match_command(
 ) -> None:
     """Run rules over feed files or URLs (SOURCES), or stored articles, without storing or
     sending anything: see what a rule catches before you enable it."""
-    config = load_config(config_path)
+    config = _load(config_path)
     if not sources and not stored:
         raise click.UsageError("give feed files or URLs to read, or --stored")
     rules = _chosen_rules(config, rule_names)
@@ -377,7 +376,7 @@ def alerts(
     """Recent deliveries: sent, pending, retrying or dead (and why)."""
     if ctx.invoked_subcommand is not None:
         return
-    records = _with_store(load_config(config_path), lambda s: s.recent_deliveries(limit, status))
+    records = _with_store(_load(config_path), lambda s: s.recent_deliveries(limit, status))
     if as_json:
         for record in records:
             click.echo(json.dumps(_record_json(record), ensure_ascii=False))
@@ -409,7 +408,7 @@ def alerts_retry(config_path: Path, ids: tuple[int, ...], all_dead: bool) -> Non
     daemon picks them up within seconds, or run `watcher run --once`."""
     if bool(ids) == all_dead:
         raise click.UsageError("give delivery IDs, or --all-dead")
-    config = load_config(config_path)
+    config = _load(config_path)
     queued = _with_store(config, lambda s: s.retry(None if all_dead else ids, now=utcnow()))
     skipped = sorted(set(ids) - set(queued))
     click.echo(f"queued {_count(len(queued), 'delivery', 'deliveries')} for sending")
@@ -475,7 +474,7 @@ def _record_json(record: DeliveryRecord) -> dict[str, object]:
 @user_errors
 def notify_test(config_path: Path, channel: str) -> None:
     """Send a sample alert to CHANNEL and report, per URL, whether it worked."""
-    config = load_config(config_path)
+    config = _load(config_path)
     channels = _channels(config)
     if channel not in channels:
         known = ", ".join(config.channels) or "none"
@@ -500,9 +499,27 @@ def db() -> None:
 @user_errors
 def upgrade(config_path: Path) -> None:
     """Apply database migrations (also done automatically at start)."""
-    config = load_config(config_path)
+    config = _load(config_path)
     open_store(config).close()
     click.echo(f"database is up to date: {_masked_db(config)}")
+
+
+@db.command()
+@config_option
+@user_errors
+def prune(config_path: Path) -> None:
+    """Delete articles and alerts past their retention now (the daemon does it every 6 h)."""
+    config = _load(config_path)
+    store = open_store(config)
+    try:
+        result = asyncio.run(prune_now(store, config, utcnow()))
+    finally:
+        store.close()
+    deliveries = _count(result.deliveries, "delivery", "deliveries")
+    click.echo(
+        f"pruned {_count(result.articles, 'article')}, {deliveries} and "
+        f"{_count(result.events, 'feed event')}"
+    )
 
 
 def _channels(config: Config) -> Channels:

@@ -39,7 +39,10 @@ from .rules import Entity, Query, compile_query
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ${VAR} reads the environment; ${file:/run/secrets/x} reads a file (Docker secrets, systemd
+# credentials), so the TOML itself can be committed.
+_REF = re.compile(r"\$\{(?:file:(?P<file>[^}]+)|(?P<var>[A-Za-z_][A-Za-z0-9_]*))\}")
+_SECRET_FILE_LIMIT = 64 * 1024
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
@@ -100,6 +103,8 @@ class WatcherSettings(_Section):
     entity_packs: tuple[str, ...] = ()
     delivery_max_attempts: int = Field(default=10, ge=1, le=100)
     delivery_max_age: Duration = timedelta(days=1)
+    article_retention: Duration = timedelta(days=90)  # articles no longer listed, then pruned
+    alert_retention: Duration = timedelta(days=365)  # sent alerts, and the articles behind them
     timezone: Zone = "UTC"  # for digests and quiet hours that do not name their own
     health_channels: tuple[str, ...] = ()
     health_failures: int = Field(default=3, ge=1)  # consecutive failed polls before an alert
@@ -116,7 +121,13 @@ class WatcherSettings(_Section):
         return url
 
     @field_validator(
-        "default_interval", "timeout", "delivery_max_age", "health_after", "parse_timeout"
+        "default_interval",
+        "timeout",
+        "delivery_max_age",
+        "health_after",
+        "parse_timeout",
+        "article_retention",
+        "alert_retention",
     )
     @classmethod
     def _at_least_a_second(cls, value: timedelta) -> timedelta:
@@ -247,6 +258,7 @@ class Config:
     entities: Mapping[str, Entity] = field(default_factory=dict)  # packs merged with the user's
     policies: Mapping[str, ChannelPolicy] = field(default_factory=dict)  # channel -> policy
     templates: Templates = field(default_factory=Templates)  # defaults + channels' overrides
+    secrets: frozenset[str] = frozenset()  # values never to be logged: channel URLs, ${...}
 
     def policy(self, channel: str) -> ChannelPolicy:
         return self.policies.get(channel, ChannelPolicy())
@@ -291,7 +303,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
 
 def build_config(raw: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Config:
     problems: list[str] = []
-    expanded = _expand_env(raw, (), environ, problems)
+    expand = _Expansion(environ, path.parent, problems)
+    expanded = expand(raw)
     try:
         model = ConfigFile.model_validate(expanded)
     except ValidationError as exc:
@@ -315,6 +328,10 @@ def build_config(raw: dict[str, Any], path: Path, environ: Mapping[str, str]) ->
         entities=entities,
         policies=_policies(model),
         templates=Templates(templates),
+        secrets=frozenset(
+            expand.secrets
+            | {url.get_secret_value() for c in model.channels.values() for url in c.urls}
+        ),
     )
 
 
@@ -346,23 +363,52 @@ def _urls_with_variables(raw: dict[str, Any]) -> dict[str, str]:
     return {
         feed["id"]: feed["url"]
         for feed in raw.get("feeds", [])
-        if isinstance(feed.get("url"), str) and _ENV_REF.search(feed["url"])
+        if isinstance(feed.get("url"), str) and _REF.search(feed["url"])
     }
 
 
-def _expand_env(
-    value: Any, loc: tuple[str | int, ...], environ: Mapping[str, str], problems: list[str]
-) -> Any:
-    if isinstance(value, str):
-        missing = [name for name in _ENV_REF.findall(value) if name not in environ]
-        for name in missing:
-            problems.append(f"{key_path(loc)}: environment variable {name} is not set")
-        return _ENV_REF.sub(lambda m: environ.get(m.group(1), ""), value)
-    if isinstance(value, dict):
-        return {k: _expand_env(v, (*loc, k), environ, problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand_env(v, (*loc, i), environ, problems) for i, v in enumerate(value)]
-    return value
+@dataclass
+class _Expansion:
+    """Replaces ``${VAR}`` and ``${file:PATH}`` (relative to the config file) in every string,
+    and remembers what it put in: those are secrets, to be kept out of logs."""
+
+    environ: Mapping[str, str]
+    base: Path
+    problems: list[str]
+    secrets: set[str] = field(default_factory=set)
+
+    def __call__(self, value: Any, loc: tuple[str | int, ...] = ()) -> Any:
+        if isinstance(value, str):
+            return _REF.sub(lambda ref: self._resolve(ref, loc), value)
+        if isinstance(value, dict):
+            return {k: self(v, (*loc, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self(v, (*loc, i)) for i, v in enumerate(value)]
+        return value
+
+    def _resolve(self, ref: re.Match[str], loc: tuple[str | int, ...]) -> str:
+        if ref["var"]:
+            if ref["var"] not in self.environ:
+                self.problems.append(
+                    f"{key_path(loc)}: environment variable {ref['var']} is not set"
+                )
+                return ""
+            secret = self.environ[ref["var"]]
+        else:
+            path = self.base / ref["file"].strip()
+            try:
+                with path.open("rb") as handle:
+                    data = handle.read(_SECRET_FILE_LIMIT + 1)
+                if len(data) > _SECRET_FILE_LIMIT:
+                    raise ValueError(f"larger than {_SECRET_FILE_LIMIT // 1024} KiB")
+                secret = data.decode("utf-8").rstrip("\r\n")
+            except (OSError, ValueError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                self.problems.append(f"{key_path(loc)}: cannot read secret file {path}: {reason}")
+                return ""
+        if len(secret) >= 4:  # shorter ones would mask ordinary words in the logs
+            self.secrets.add(secret)
+        return secret
 
 
 def key_path(loc: Sequence[str | int]) -> str:

@@ -98,7 +98,10 @@ class ArticleRow(Base):
     """One stored entry; unique per (feed, entry key)."""
 
     __tablename__ = "articles"
-    __table_args__ = (UniqueConstraint("feed_id", "key"),)
+    __table_args__ = (
+        UniqueConstraint("feed_id", "key"),
+        Index("ix_articles_feed_id_last_seen_at", "feed_id", "last_seen_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     feed_id: Mapped[str] = mapped_column(ForeignKey("feeds.id", ondelete="CASCADE"))
@@ -116,6 +119,9 @@ class ArticleRow(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The last time the feed's document listed it: an entry still listed is never pruned
+    # (pruning it would make it look new, and alert, the next time the document changes).
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class MatchRow(Base):

@@ -26,13 +26,14 @@ from .errors import WatcherError
 from .fetch import make_client
 from .notify import Channels
 from .pipeline import DeliveryReport, Pipeline, PollReport, fetch_limits
-from .store import Store
+from .store import PruneResult, Store
 from .workers import ParsePool
 
 log = logging.getLogger(__name__)
 
 DELIVERY_SWEEP = timedelta(seconds=15)
 STOP_GRACE = timedelta(seconds=8)  # inside Docker's default 10 s before SIGKILL
+PRUNE_EVERY = timedelta(hours=6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,23 @@ async def running_pipeline(config: Config) -> AsyncIterator[Pipeline]:
     finally:
         parser.close()
         store.close()
+
+
+async def prune(store: Store, config: Config, now: datetime) -> PruneResult:
+    """Delete what is older than the configured retention (see ``Store.prune``)."""
+    settings = config.settings
+    result = await asyncio.to_thread(
+        store.prune,
+        articles_before=now - settings.article_retention,
+        alerts_before=now - settings.alert_retention,
+    )
+    log.info(
+        "pruned %d articles, %d deliveries and %d feed events past their retention",
+        result.articles,
+        result.deliveries,
+        result.events,
+    )
+    return result
 
 
 async def run_once(config: Config) -> RunReport:
@@ -122,6 +140,15 @@ class _Daemon:
             )
             self._arm(feed, when)
         self.scheduler.add_job(
+            self._prune,
+            "interval",
+            seconds=PRUNE_EVERY.total_seconds(),
+            id="prune",
+            next_run_time=now + timedelta(minutes=1),
+            max_instances=1,
+            coalesce=True,
+        )
+        self.scheduler.add_job(
             self._sweep_deliveries,
             "interval",
             seconds=DELIVERY_SWEEP.total_seconds(),
@@ -170,6 +197,11 @@ class _Daemon:
         except WatcherError:
             return fallback
         return None if state.gone else state.next_poll_at or fallback
+
+    async def _prune(self) -> None:
+        await self._guarded(
+            prune(self.pipeline.store, self.pipeline.config, self.pipeline.clock()), "prune"
+        )
 
     async def _sweep_deliveries(self) -> None:
         await self._guarded(self.pipeline.deliver_due(), "deliveries")

@@ -12,10 +12,22 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Engine, Select, and_, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Delete,
+    Engine,
+    Select,
+    and_,
+    delete,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from . import db
 from .errors import StorageError
@@ -62,6 +74,13 @@ class FeedSummary:
     failing_since: datetime | None = None
     moved_to: str | None = None
     gone_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    articles: int
+    deliveries: int
+    events: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +288,13 @@ class Store:
         new = updated = matches = deliveries = 0
         with self._session() as session:
             existing = self._existing(session, feed_id, [a.key for a in articles])
+            seen = [row.id for row in existing.values()]
+            for start in range(0, len(seen), 500):
+                session.execute(
+                    update(db.ArticleRow)
+                    .where(db.ArticleRow.id.in_(seen[start : start + 500]))
+                    .values(last_seen_at=now)
+                )
             # Feeds list newest first; storing (and so alerting) oldest first keeps alerts in
             # the order the stories appeared.
             for article in reversed(list(_unique_by_key(articles))):
@@ -410,10 +436,60 @@ class Store:
             )
         return chosen
 
+    def prune(self, *, articles_before: datetime, alerts_before: datetime) -> PruneResult:
+        """Delete what is older than the retention, so the database stays bounded:
+
+        - sent and dead deliveries queued before ``alerts_before``, and health events with no
+          delivery left;
+        - articles last listed by their feed before ``articles_before``, unless the feed's
+          latest document still lists them, they matched a rule after ``alerts_before``, or
+          an alert about them is still waiting to go. Their matches and deliveries go with
+          them."""
+        finished = db.DeliveryRow.status.in_(("sent", "dead"))
+        sibling = aliased(db.ArticleRow)
+        latest = (  # when the article's feed last listed anything: its latest document
+            select(func.max(sibling.last_seen_at))
+            .where(sibling.feed_id == db.ArticleRow.feed_id)
+            .scalar_subquery()
+        )
+        recent_match = select(db.MatchRow.id).where(
+            db.MatchRow.article_id == db.ArticleRow.id, db.MatchRow.matched_at >= alerts_before
+        )
+        waiting = (
+            select(db.DeliveryRow.id)
+            .join(db.MatchRow, db.DeliveryRow.match_id == db.MatchRow.id)
+            .where(db.MatchRow.article_id == db.ArticleRow.id, ~finished)
+        )
+        old_articles = select(db.ArticleRow.id).where(
+            db.ArticleRow.last_seen_at < articles_before,
+            db.ArticleRow.last_seen_at < latest,
+            ~recent_match.exists(),
+            ~waiting.exists(),
+        )
+        unsent = select(db.DeliveryRow.id).where(db.DeliveryRow.event_id == db.FeedEventRow.id)
+        with self._session() as session:
+            deliveries = _deleted(
+                session,
+                delete(db.DeliveryRow).where(finished, db.DeliveryRow.created_at < alerts_before),
+            )
+            articles = _deleted(
+                session, delete(db.ArticleRow).where(db.ArticleRow.id.in_(old_articles))
+            )
+            events = _deleted(
+                session,
+                delete(db.FeedEventRow).where(db.FeedEventRow.at < alerts_before, ~unsent.exists()),
+            )
+        return PruneResult(articles=articles, deliveries=deliveries, events=events)
+
     def delivery_counts(self) -> dict[str, int]:
         query = select(db.DeliveryRow.status, func.count()).group_by(db.DeliveryRow.status)
         with self._session() as session:
             return {status: n for status, n in session.execute(query)}
+
+
+def _deleted(session: Session, statement: Delete) -> int:
+    result = session.execute(statement)
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def _delivery_query() -> Select[
@@ -526,6 +602,7 @@ def _new_article(feed_id: str, article: Article, now: datetime) -> db.ArticleRow
         key=article.key,
         first_seen_at=now,
         updated_at=now,
+        last_seen_at=now,
         **_article_fields(article),
     )
 
