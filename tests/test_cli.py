@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
+from watcher import __version__
 from watcher.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,3 +130,14 @@ def test_check_shows_feed_urls_as_written_so_tokens_stay_hidden(write_config) ->
     assert result.exit_code == 0, result.output
     assert "world: https://example.org/world.xml?key=${FEED_KEY} every 10m" in result.output
     assert "hunter2" not in result.output
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_shell_completion_scripts(shell: str) -> None:
+    result = invoke("completion", shell)
+    assert result.exit_code == 0
+    assert "_WATCHER_COMPLETE" in result.output and f"{shell}_complete" in result.output
+
+
+def test_version() -> None:
+    assert invoke("--version").output == f"watcher, version {__version__}\n"

@@ -3,6 +3,7 @@ through Apprise's json:// to a real receiver, driven through the ``watcher`` com
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -139,6 +140,14 @@ def test_poll_store_match_alert(
     assert "failing since " in html_page and "ago (4 polls)" in html_page
     assert "html-page: last error: got HTML, not a feed" in listing
     assert "gone: last error: HTTP 404" in listing
+    records = {
+        r["id"]: r
+        for r in map(json.loads, watcher("feeds", "-c", str(config), "--json").stdout.splitlines())
+    }
+    assert (records["world"]["health"], records["world"]["articles"]) == ("ok", 4)
+    assert records["html-page"]["health"] == "failing"
+    assert records["html-page"]["consecutive_failures"] == 4
+    assert records["html-page"]["last_error"].startswith("got HTML, not a feed")
 
 
 def test_daemon_alerts_then_stops_cleanly_on_sigterm(

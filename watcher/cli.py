@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import wraps
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from . import __version__, logs
 from .backtest import Finding, SourceError, evaluate, read_sources
@@ -139,50 +142,87 @@ def run(config_path: Path, once: bool) -> None:
 
 @main.command()
 @config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per feed.")
 @user_errors
-def feeds(config_path: Path) -> None:
+def feeds(config_path: Path, as_json: bool) -> None:
     """List feeds and their health: ok, failing since when, gone; next poll, last error."""
     config = _load(config_path)
     store = open_store(config)
     try:
-        rows = store.feed_summaries()
+        configured = {feed.id for feed in config.feeds}
+        rows = [row for row in store.feed_summaries() if row.id in configured]
     finally:
         store.close()
-    configured = {feed.id for feed in config.feeds}
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(_feed_json(row), ensure_ascii=False))
+        return
     now = utcnow()
-    header = ("FEED", "HEALTH", "LAST POLL", "NEXT POLL", "ARTICLES")
-    table = [header] + [_feed_row(feed, now) for feed in rows if feed.id in configured]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    for line in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    _table(
+        ("FEED", "HEALTH", "LAST POLL", "NEXT POLL", "ARTICLES"), [_feed_row(r, now) for r in rows]
+    )
     for feed in rows:
-        if feed.id not in configured:
-            continue
         if feed.moved_to:
             click.echo(f"{feed.id}: moved permanently to {feed.moved_to} (polled there)")
         if feed.last_error:
             click.echo(f"{feed.id}: last error: {feed.last_error}")
 
 
-def _feed_row(row: FeedSummary, now: datetime) -> tuple[str, str, str, str, str]:
+def _feed_row(row: FeedSummary, now: datetime) -> list[Text]:
     if row.gone_at:
-        health = "gone (410), not polled"
+        health = Text("gone (410), not polled", "red")
     elif row.failing_since:
-        health = (
-            f"failing since {_ago(row.failing_since, now)} "
-            f"({_count(row.consecutive_failures, 'poll', 'polls')})"
-        )
+        polls = _count(row.consecutive_failures, "poll", "polls")
+        health = Text(f"failing since {_ago(row.failing_since, now)} ({polls})", "red")
+    elif row.last_outcome:
+        health = Text("ok" if row.last_outcome == "ok" else "ok (unchanged)", "green")
     else:
-        health = {"ok": "ok", "not_modified": "ok (unchanged)"}.get(
-            row.last_outcome or "", "never polled"
-        )
-    return (
-        row.id,
+        health = Text("never polled", "yellow")
+    return [
+        Text(row.id, "bold"),
         health,
-        _ago(row.last_polled_at, now),
-        _ago(row.next_poll_at, now),
-        str(row.articles),
-    )
+        Text(_ago(row.last_polled_at, now)),
+        Text(_ago(row.next_poll_at, now)),
+        Text(str(row.articles)),
+    ]
+
+
+def _feed_json(row: FeedSummary) -> dict[str, object]:
+    def iso(when: datetime | None) -> str | None:
+        return when.isoformat() if when else None
+
+    health = "gone" if row.gone_at else "failing" if row.failing_since else "ok"
+    return {
+        "id": row.id,
+        "url": row.url,
+        "moved_to": row.moved_to,
+        "title": row.title,
+        "health": health if row.last_outcome else "never polled",
+        "last_outcome": row.last_outcome,
+        "last_polled_at": iso(row.last_polled_at),
+        "next_poll_at": iso(row.next_poll_at),
+        "failing_since": iso(row.failing_since),
+        "consecutive_failures": row.consecutive_failures,
+        "last_error": row.last_error,
+        "articles": row.articles,
+    }
+
+
+_STATUS_STYLE = {"sent": "green", "pending": "yellow", "retrying": "yellow", "dead": "red"}
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Text]]) -> None:
+    """Columns for people: coloured on a terminal, plain text (still aligned) in a pipe."""
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for name in header:
+        table.add_column(name, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    console = Console(highlight=False, width=10_000)  # never wrap or cut; the pager can
+    with console.capture() as captured:
+        console.print(table)
+    for line in captured.get().splitlines():
+        click.echo(line.rstrip(), color=console.is_terminal)
 
 
 @main.command("match")
@@ -381,13 +421,11 @@ def alerts(
         for record in records:
             click.echo(json.dumps(_record_json(record), ensure_ascii=False))
         return
-    header = ("ID", "STATUS", "CHANNEL", "RULE", "TRIES", "CREATED", "TITLE")
     now = utcnow()
-    rows = [header] + [_record_row(record, now) for record in records]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    for row in rows:
-        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
-        click.echo("  ".join([*cells, row[-1]]))
+    _table(
+        ("ID", "STATUS", "CHANNEL", "RULE", "TRIES", "CREATED", "TITLE"),
+        [_record_row(record, now) for record in records],
+    )
     for record in records:
         if record.last_error and record.status != "sent":
             retry = (
@@ -427,21 +465,21 @@ def _with_store(config: Config, work: Callable[[Store], R]) -> R:
         store.close()
 
 
-def _record_row(record: DeliveryRecord, now: datetime) -> tuple[str, ...]:
+def _record_row(record: DeliveryRecord, now: datetime) -> list[Text]:
     d = record.delivery
     status = record.status
     if status == "pending" and d.hold and record.next_attempt_at > now:
         status = f"held: {d.hold}, {_ago(record.next_attempt_at, now)}"
     title = f"feed {d.feed_id} {d.event.state}" if d.event else d.title
-    return (
-        str(d.id),
-        status,
-        d.channel,
-        d.rule or "(health)",
-        str(d.attempts),
-        _ago(record.created_at, now),
-        title[:60] + ("…" if len(title) > 60 else ""),
-    )
+    return [
+        Text(str(d.id)),
+        Text(status, _STATUS_STYLE.get(record.status, "")),
+        Text(d.channel),
+        Text(d.rule or "(health)"),
+        Text(str(d.attempts)),
+        Text(_ago(record.created_at, now)),
+        Text(title[:60] + ("…" if len(title) > 60 else "")),
+    ]
 
 
 def _record_json(record: DeliveryRecord) -> dict[str, object]:
@@ -520,6 +558,17 @@ def prune(config_path: Path) -> None:
         f"pruned {_count(result.articles, 'article')}, {deliveries} and "
         f"{_count(result.events, 'feed event')}"
     )
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script, e.g. `eval "$(watcher completion bash)"`."""
+    from click.shell_completion import get_completion_class
+
+    complete = get_completion_class(shell)
+    assert complete is not None  # the choices are the shells click supports
+    click.echo(complete(main, {}, "watcher", "_WATCHER_COMPLETE").source())
 
 
 def _channels(config: Config) -> Channels:
