@@ -83,9 +83,9 @@ urls = ["{receiver.url("/desk")}"]
 """
 
 
-def watcher(*args: str) -> Result:
+def watcher(*args: str, code: int = 0) -> Result:
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == code, result.output
     return result
 
 
@@ -170,6 +170,10 @@ def test_daemon_alerts_then_stops_cleanly_on_sigterm(
         )
         feed_server.put("/world.xml", rss([MATCHING, *BACKLOG]))
         receiver.wait_for(lambda reqs: len([r for r in reqs if r.method == "POST"]) >= 2)
+        # A second instance on the same SQLite file is refused, and says why.
+        second = watcher("run", "--once", "-c", str(config), code=1)
+        assert f"another watcher (pid {daemon.pid}) is already running on" in second.output
+        assert "use PostgreSQL to run several" in second.output
         daemon.send_signal(signal.SIGTERM)
         _out, err = daemon.communicate(timeout=30)
     finally:

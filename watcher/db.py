@@ -7,7 +7,11 @@ The schema is owned by Alembic (``migrations/``, shipped inside the package as
 
 from __future__ import annotations
 
+import fcntl
 import importlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from .errors import StorageError
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -196,6 +202,40 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+@contextmanager
+def single_instance(url: str) -> Iterator[None]:
+    """Hold the SQLite database for this process: a second daemon on the same file is refused
+    with a clear message instead of both polling and alerting twice. (PostgreSQL is shared
+    safely by many instances; other backends need no lock.) The lock is ``flock`` on a file
+    beside the database, released by the kernel even when the holder is killed."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        yield
+        return
+    path = Path(str(parsed.database)).resolve()
+    lock_path = path.with_name(path.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise StorageError(
+                f"another watcher (pid {holder}) is already running on {path}; one SQLite "
+                "database serves one instance (use PostgreSQL to run several)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

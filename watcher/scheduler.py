@@ -22,10 +22,12 @@ from sqlalchemy.engine import make_url
 
 from . import __version__, policy
 from .config import Config, FeedConfig
+from .db import single_instance
 from .errors import WatcherError
 from .fetch import make_client
 from .notify import Channels
 from .pipeline import DeliveryReport, Pipeline, PollReport, fetch_limits
+from .service import Readiness, sd_notify, serving
 from .store import PruneResult, Store
 from .workers import ParsePool
 
@@ -51,6 +53,13 @@ def open_store(config: Config) -> Store:
 
 @asynccontextmanager
 async def running_pipeline(config: Config) -> AsyncIterator[Pipeline]:
+    with single_instance(config.settings.database):
+        async with _pipeline(config) as pipeline:
+            yield pipeline
+
+
+@asynccontextmanager
+async def _pipeline(config: Config) -> AsyncIterator[Pipeline]:
     channels = Channels({name: c.urls for name, c in config.channels.items()}, config.templates)
     store = await asyncio.to_thread(open_store, config)
     settings = config.settings
@@ -102,18 +111,22 @@ async def run_daemon(config: Config, stop: asyncio.Event | None = None) -> None:
     try:
         async with running_pipeline(config) as pipeline:
             daemon = _Daemon(pipeline)
-            await daemon.start()
-            log.info(
-                "watcher %s running: %d feeds, %d rules, %d channels, database %s",
-                __version__,
-                len(config.feeds),
-                len(config.rules),
-                len(config.channels),
-                make_url(config.settings.database).render_as_string(hide_password=True),
-            )
-            await stop.wait()
-            log.info("stopping: waiting up to %ds for polls in progress", STOP_GRACE.seconds)
-            await daemon.stop()
+            readiness = Readiness(pipeline.store, daemon.running, config)
+            async with serving(config.settings.http, pipeline.metrics, readiness):
+                await daemon.start()
+                await asyncio.to_thread(sd_notify, "READY=1")
+                log.info(
+                    "watcher %s running: %d feeds, %d rules, %d channels, database %s",
+                    __version__,
+                    len(config.feeds),
+                    len(config.rules),
+                    len(config.channels),
+                    make_url(config.settings.database).render_as_string(hide_password=True),
+                )
+                await stop.wait()
+                await asyncio.to_thread(sd_notify, "STOPPING=1")
+                log.info("stopping: waiting up to %ds for polls in progress", STOP_GRACE.seconds)
+                await daemon.stop()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
@@ -158,6 +171,10 @@ class _Daemon:
             coalesce=True,
         )
         self.scheduler.start()
+
+    def running(self) -> bool:
+        """Whether the schedule is running (not before start, nor once stopping)."""
+        return bool(self.scheduler.running) and not self.stopping
 
     async def stop(self) -> None:
         """Start nothing new, let in-flight work finish within the grace time, then stop.
