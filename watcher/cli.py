@@ -31,6 +31,7 @@ from .pipeline import fetch_limits
 from .rules import Hit
 from .scheduler import open_store, run_daemon, run_once
 from .scheduler import prune as prune_now
+from .service import check_ready
 from .store import DeliveryRecord, FeedSummary, Store
 
 P = ParamSpec("P")
@@ -525,6 +526,23 @@ def notify_test(config_path: Path, channel: str) -> None:
             click.secho(f"FAILED  {service}: {error}", fg="red")
     if any(error is not None for _, error in outcomes):
         sys.exit(1)
+
+
+@main.command()
+@config_option
+@user_errors
+def health(config_path: Path) -> None:
+    """Ask the running daemon's /readyz whether it is ready (for Docker's HEALTHCHECK):
+    exit 0 if it is, 1 if not or if nothing answers, 2 if [watcher] http is not set."""
+    config = _load(config_path)
+    if config.settings.http is None:
+        click.echo('the health endpoint is off: set [watcher] http = "127.0.0.1:9464"', err=True)
+        sys.exit(2)
+    ready, answer = check_ready(config.settings.http)
+    if not ready:
+        click.echo(f"not ready: {answer}", err=True)
+        sys.exit(1)
+    click.echo(answer)
 
 
 @main.group()

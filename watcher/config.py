@@ -100,6 +100,19 @@ class WatcherSettings(_Section):
     parse_workers: int | None = Field(default=None, ge=0, le=256)  # None: one per CPU
     parse_memory_bytes: int = Field(default=512 * 2**20, ge=64 * 2**20)
     parse_timeout: Duration = timedelta(seconds=30)
+    http: str | None = None  # "127.0.0.1:9464": serve /healthz, /readyz, /metrics; None: off
+
+    @field_validator("http")
+    @classmethod
+    def _listen_address(cls, address: str | None) -> str | None:
+        """``host:port`` (an IPv6 host in brackets); port 0 picks a free one."""
+        found = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", address or "")
+        if address is not None and (found is None or int(found[2]) > 65535):
+            raise ValueError(
+                "expected host:port to listen on, such as '127.0.0.1:9464' or '[::1]:9464'"
+            )
+        return address
+
     entity_packs: tuple[str, ...] = ()
     delivery_max_attempts: int = Field(default=10, ge=1, le=100)
     delivery_max_age: Duration = timedelta(days=1)

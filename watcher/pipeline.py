@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,7 @@ from .db import utcnow
 from .errors import FeedError, FetchError, WatcherError
 from .fetch import FetchResult, HostGate, Limits, fetch
 from .messages import Batch, Content, Health
+from .metrics import Metrics
 from .models import Article, Delivery, Match
 from .notify import Channels
 from .rules import Document, RuleSet
@@ -88,6 +90,17 @@ def matcher_for(rules: Sequence[Rule], ruleset: RuleSet, feed: str) -> Matcher:
     return match
 
 
+def _recording(matcher: Matcher, hits: list[Match]) -> Matcher:
+    """``matcher``, keeping what it found in ``hits``: counted once the ingest has committed."""
+
+    def match(article: Article) -> Sequence[Match]:
+        found = matcher(article)
+        hits.extend(found)
+        return found
+
+    return match
+
+
 def fetch_limits(config: Config) -> Limits:
     settings = config.settings
     return Limits(
@@ -131,9 +144,11 @@ class Pipeline:
         self.background: set[asyncio.Task[DeliveryReport]] = set()
         self.delivered = DeliveryReport()  # since start, for reports
         self._rulesets: dict[tuple[str, ...], RuleSet] = {}
+        self.metrics = Metrics(config, store, clock)  # a registry of its own, per pipeline
 
     async def poll(self, feed: FeedConfig) -> PollReport:
         """Poll ``feed`` once; every outcome, failures included, is recorded on the feed."""
+        started = time.monotonic()
         try:
             report = await self._poll(feed)
         except FeedError as exc:
@@ -141,6 +156,7 @@ class Pipeline:
             report = PollReport(feed.id, "gone" if gone else "error", error=exc.message)
             await self._record_failure(feed, exc)
             log.warning("feed %s: %s error: %s", feed.id, exc.kind, exc.message)
+        self.metrics.polled(feed.id, report.outcome, time.monotonic() - started)
         if report.matches:
             self._send_soon()
         return report
@@ -196,10 +212,12 @@ class Pipeline:
             max_entries=self.config.settings.max_entries,
         )
         alert = state.baselined or self.config.alert_backlog(feed)
-        matcher = self._matcher(feed) if alert else None
+        hits: list[Match] = []
+        matcher = _recording(self._matcher(feed), hits) if alert else None
         ingested = await asyncio.to_thread(
             self.store.ingest, feed.id, parsed.articles, now=self.clock(), matcher=matcher
         )
+        self.metrics.stored(feed.id, ingested.new, hits)
         hints = policy.FeedHints(parsed.ttl, parsed.skip_hours, parsed.skip_days)
         await self._record_success(
             feed, result, "ok", hints, title=parsed.title, body_hash=body_hash
@@ -433,6 +451,7 @@ class Pipeline:
             if channel in self._windows:
                 self._windows[channel].record(now)
             log.info("channel %s: sent %s", channel, outgoing.describe())
+            self.metrics.delivered(channel, "sent", len(deliveries))
             await asyncio.to_thread(
                 self.store.record_deliveries, [d.id for d in deliveries], now=now, error=None
             )
@@ -442,6 +461,8 @@ class Pipeline:
         give_up = self.give_up.reached
         dead = [d.id for d in deliveries if give_up(d.attempts + 1, d.queued_at, retry_at)]
         retried = [d.id for d in deliveries if d.id not in dead]
+        self.metrics.delivered(channel, "failed", len(retried))
+        self.metrics.delivered(channel, "dead", len(dead))
         log.warning(
             "channel %s: sending %s failed (%s): %s",
             channel,

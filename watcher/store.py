@@ -21,6 +21,7 @@ from sqlalchemy import (
     Engine,
     Select,
     and_,
+    case,
     delete,
     func,
     select,
@@ -485,6 +486,46 @@ class Store:
         query = select(db.DeliveryRow.status, func.count()).group_by(db.DeliveryRow.status)
         with self._session() as session:
             return {status: n for status, n in session.execute(query)}
+
+    # health and metrics: one cheap aggregate query each, run at every probe or scrape
+
+    def ping(self) -> None:
+        """One trivial query; raises StorageError when the database cannot be reached."""
+        with self._session() as session:
+            session.execute(select(1))
+
+    def outbox_depth(self) -> dict[str, int]:
+        """Per channel, the deliveries neither sent nor given up (held ones included)."""
+        query = (
+            select(db.DeliveryRow.channel, func.count())
+            .where(db.DeliveryRow.status.in_(("pending", "retrying")))
+            .group_by(db.DeliveryRow.channel)
+        )
+        with self._session() as session:
+            return {channel: n for channel, n in session.execute(query)}
+
+    def oldest_waiting(self, now: datetime) -> datetime | None:
+        """When the oldest delivery still waiting to be sent was queued, leaving out those held
+        on purpose until later (digests, quiet hours, rate limits); None when there is none."""
+        held = and_(db.DeliveryRow.hold.is_not(None), db.DeliveryRow.next_attempt_at > now)
+        query = select(func.min(db.DeliveryRow.created_at)).where(
+            db.DeliveryRow.status.in_(("pending", "retrying")), ~held
+        )
+        with self._session() as session:
+            return session.scalar(query)
+
+    def feed_health(self, feed_ids: Sequence[str]) -> dict[str, int]:
+        """How many of these feeds are ``ok``, ``failing``, ``gone`` (410) or ``never`` polled."""
+        row = db.FeedRow
+        health = case(
+            (row.gone_at.is_not(None), "gone"),
+            (row.failing_since.is_not(None), "failing"),
+            (row.last_polled_at.is_(None), "never"),
+            else_="ok",
+        )
+        query = select(health, func.count()).where(row.id.in_(feed_ids)).group_by(health)
+        with self._session() as session:
+            return {state: n for state, n in session.execute(query)}
 
 
 def _deleted(session: Session, statement: Delete) -> int:
