@@ -7,7 +7,7 @@ import os
 from typing import Any, Literal
 
 from alembic import context
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from watcher.db import Base, UTCDateTime, make_engine
 
@@ -31,18 +31,21 @@ def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[Fa
     return False
 
 
-def run_migrations() -> None:
-    with _engine().connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=Base.metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
-            compare_type=True,
-            render_item=_render_item,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-        connection.commit()
+def run_migrations(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+        render_item=_render_item,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.commit()
 
 
-run_migrations()
+if (given := config.attributes.get("connection")) is not None:
+    run_migrations(given)  # watcher's own, holding the migration lock
+else:
+    with _engine().connect() as own:
+        run_migrations(own)

@@ -1,13 +1,44 @@
 from __future__ import annotations
 
 import builtins
+import os
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
 
 from tests.servers import FeedServer, Receiver, running
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the PostgreSQL server that ``WATCHER_TEST_POSTGRES_URL`` points at
+    (any database there; the test database is created beside it and dropped afterwards).
+    Unset: skipped, as on a laptop without PostgreSQL; under CI (which sets it) a missing or
+    unreachable server fails instead."""
+    admin_url = os.environ.get("WATCHER_TEST_POSTGRES_URL")
+    if not admin_url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must set WATCHER_TEST_POSTGRES_URL (.ci/run does)")
+        pytest.skip("WATCHER_TEST_POSTGRES_URL is not set")
+    admin_url = admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    name = f"watcher_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except (OperationalError, ModuleNotFoundError) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI ({admin_url}): {exc}")
+        pytest.skip(f"no PostgreSQL at {admin_url}: {exc}")
+    yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture

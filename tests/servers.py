@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     status: int = 0  # what the server answered; 0 while it is still being handled
+    received: float = field(default_factory=time.monotonic)
 
     def json(self) -> Any:
         return json.loads(self.body)

@@ -116,7 +116,8 @@ def test_db_upgrade_and_feeds_listing(write_config) -> None:
     pruned = invoke("db", "prune", "-c", config, env=env).output
     assert pruned == "pruned 0 articles, 0 deliveries and 0 feed events\n"
     listing = invoke("feeds", "-c", config, env=env).output
-    assert listing.splitlines()[1].split() == ["world", "never", "polled", "-", "-", "0"]
+    # never polled, no last poll, due now (it would be polled at once), no articles
+    assert listing.splitlines()[1].split() == ["world", "never", "polled", "-", "now", "0"]
 
 
 def test_check_shows_feed_urls_as_written_so_tokens_stay_hidden(write_config) -> None:

@@ -137,7 +137,7 @@ def test_poll_store_match_alert(
     world = next(line for line in lines if line.startswith("world "))
     assert world.split()[1] == "ok" and world.endswith(" 4")
     html_page = next(line for line in lines if line.startswith("html-page "))
-    assert "failing since " in html_page and "ago (4 polls)" in html_page
+    assert "failing for " in html_page and " (4 polls)" in html_page
     assert "html-page: last error: got HTML, not a feed" in listing
     assert "gone: last error: HTTP 404" in listing
     records = {

@@ -46,16 +46,6 @@ def test_jitter_is_bounded() -> None:
             assert timedelta(0) <= extra <= min(interval * 0.1, timedelta(seconds=60))
 
 
-def test_first_poll_keeps_a_stored_schedule_but_never_beyond_one_interval() -> None:
-    rng = NoJitter()
-    assert policy.first_poll(NOW, NOW + timedelta(minutes=3), TEN_MIN, rng) == NOW + timedelta(
-        minutes=3
-    )
-    assert policy.first_poll(NOW, NOW + timedelta(days=3), TEN_MIN, rng) == NOW + TEN_MIN
-    assert policy.first_poll(NOW, None, TEN_MIN, rng) == NOW
-    assert policy.first_poll(NOW, NOW - TEN_MIN, TEN_MIN, rng) == NOW
-
-
 @pytest.mark.parametrize(
     ("attempts", "delay"),
     [

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import text
 
 from watcher import db
 from watcher.errors import StorageError
@@ -20,28 +17,6 @@ from watcher.policy import HealthPolicy
 from watcher.store import Store, link_key
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-POSTGRES_ADMIN = os.environ.get(
-    "WATCHER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL; CI must have one, so it fails there."""
-    try:
-        admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            name = f"watcher_test_{uuid.uuid4().hex[:12]}"
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except (OperationalError, ModuleNotFoundError) as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI ({POSTGRES_ADMIN}): {exc}")
-        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN}: {exc}")
-    url = POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -405,3 +380,64 @@ def test_the_database_stays_bounded(store: Store) -> None:
         most = max(most, next(s.articles for s in store.feed_summaries() if s.id == "world"))
     assert most <= 31 * 5 + 10
     assert next(s.articles for s in store.feed_summaries() if s.id == "world") >= 30 * 5
+
+
+def due_feeds(store: Store, n: int) -> list[str]:
+    ids = [f"feed-{i}" for i in range(n)]
+    store.sync_feeds([(feed_id, f"https://example.org/{feed_id}") for feed_id in ids], NOW)
+    return ids
+
+
+def test_two_instances_never_claim_the_same_feed(store: Store) -> None:
+    ids = due_feeds(store, 5)
+    until = NOW + timedelta(days=1)
+    first = store.claim_feeds("a", now=NOW, until=until, limit=3)
+    second = store.claim_feeds("b", now=NOW, until=until, limit=10)
+    assert len(first) == 3
+    assert sorted(first + second) == sorted(ids)  # the configured feeds, each once
+    assert store.claim_feeds("c", now=NOW, until=until, limit=10) == []
+    # a recorded poll releases the feed, due again at its next time
+    store.record_success(first[0], now=NOW, outcome="ok", next_poll_at=NOW + timedelta(hours=1))
+    assert store.claim_feeds("c", now=NOW + timedelta(minutes=59), until=until, limit=10) == []
+    later = NOW + timedelta(hours=1)
+    assert store.claim_feeds("c", now=later, until=until, limit=10) == [first[0]]
+
+
+def test_a_dead_instances_feeds_are_taken_over_when_its_lease_runs_out(store: Store) -> None:
+    due_feeds(store, 2)
+    lease = timedelta(seconds=30)
+    held = store.claim_feeds("dead", now=NOW, until=NOW + lease, limit=1)
+    store.claim_feeds("alive", now=NOW, until=NOW + lease, limit=1)
+    store.renew_leases("alive", NOW + 2 * lease)  # the live one keeps renewing; the dead one
+    later = NOW + lease + timedelta(seconds=1)
+    assert store.claim_feeds("other", now=later, until=later + lease, limit=10) == held
+    assert store.next_due(later) == NOW + 2 * lease  # when the live one's lease would end
+
+
+def test_a_clean_stop_hands_everything_back(store: Store) -> None:
+    due_feeds(store, 2)
+    store.ingest("world", [article("1", "NATO")], now=NOW, matcher=rule_on("NATO"))
+    until = NOW + timedelta(minutes=1)
+    assert len(store.claim_feeds("a", now=NOW, until=until, limit=10)) == 2
+    assert len(store.due_deliveries(NOW, owner="a", until=until)) == 1
+    assert store.due_deliveries(NOW, owner="b", until=until) == []  # held by "a"
+    assert store.due_channels(NOW) == []
+    store.release_all("a")
+    assert len(store.claim_feeds("b", now=NOW, until=until, limit=10)) == 2
+    assert len(store.due_deliveries(NOW, owner="b", until=until)) == 1
+
+
+def test_a_feed_removed_from_the_config_is_no_longer_polled(store: Store) -> None:
+    store.sync_feeds([("world", "https://example.org/world.xml")], NOW)  # "local" is gone
+    later = NOW + timedelta(days=1)
+    assert store.claim_feeds("a", now=later, until=later, limit=10) == ["world"]
+
+
+def test_a_periodic_job_runs_once_per_period_across_instances(store: Store) -> None:
+    every = timedelta(hours=6)
+    runs = [
+        store.claim_job("prune", owner, now=NOW + offset, every=every)
+        for owner, offset in (("a", timedelta(0)), ("b", timedelta(minutes=10)))
+    ]
+    assert runs == [True, False]
+    assert store.claim_job("prune", "b", now=NOW + every, every=every)

@@ -174,7 +174,8 @@ def _feed_row(row: FeedSummary, now: datetime) -> list[Text]:
         health = Text("gone (410), not polled", "red")
     elif row.failing_since:
         polls = _count(row.consecutive_failures, "poll", "polls")
-        health = Text(f"failing since {_ago(row.failing_since, now)} ({polls})", "red")
+        failing = _duration((now - row.failing_since).total_seconds())
+        health = Text(f"failing for {failing} ({polls})", "red")
     elif row.last_outcome:
         health = Text("ok" if row.last_outcome == "ok" else "ok (unchanged)", "green")
     else:
@@ -533,11 +534,12 @@ def notify_test(config_path: Path, channel: str) -> None:
 @user_errors
 def health(config_path: Path) -> None:
     """Ask the running daemon's /readyz whether it is ready (for Docker's HEALTHCHECK):
-    exit 0 if it is, 1 if not or if nothing answers, 2 if [watcher] http is not set."""
+    exit 0 if it is, 1 if not, if nothing answers or if [watcher] http is not set (Docker
+    reserves exit status 2 of a health check)."""
     config = _load(config_path)
     if config.settings.http is None:
         click.echo('the health endpoint is off: set [watcher] http = "127.0.0.1:9464"', err=True)
-        sys.exit(2)
+        sys.exit(1)
     ready, answer = check_ready(config.settings.http)
     if not ready:
         click.echo(f"not ready: {answer}", err=True)
@@ -606,6 +608,8 @@ def _ago(when: datetime | None, now: datetime) -> str:
     if when is None:
         return "-"
     seconds = (when - now).total_seconds()
+    if abs(seconds) < 1:
+        return "now"
     text = _duration(abs(seconds))
     return f"in {text}" if seconds > 0 else f"{text} ago"
 

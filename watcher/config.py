@@ -101,6 +101,16 @@ class WatcherSettings(_Section):
     parse_memory_bytes: int = Field(default=512 * 2**20, ge=64 * 2**20)
     parse_timeout: Duration = timedelta(seconds=30)
     http: str | None = None  # "127.0.0.1:9464": serve /healthz, /readyz, /metrics; None: off
+    # How long an instance's claim on a feed or delivery outlives it: after a crash, others
+    # take its work over this much later. Renewed every third of it while the instance lives.
+    lease: Duration = timedelta(seconds=60)
+
+    @field_validator("lease")
+    @classmethod
+    def _lease(cls, lease: timedelta) -> timedelta:
+        if lease < timedelta(seconds=3):
+            raise ValueError("expected a duration of at least 3s")
+        return lease
 
     @field_validator("http")
     @classmethod

@@ -33,6 +33,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -86,7 +87,11 @@ class FeedRow(Base):
     last_outcome: Mapped[str | None] = mapped_column(String(20))
     last_error: Mapped[str | None] = mapped_column(Text)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
-    next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # None: not to be polled (gone, or no longer configured).
+    next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    # The instance polling it now, and until when its claim holds (see Store.claim_feeds).
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     baselined_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime())  # this streak's start
     health_alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # for this streak
@@ -177,11 +182,23 @@ class DeliveryRow(Base):
     # Why a pending delivery waits: None (it goes now), "digest", "quiet" or "rate_limit";
     # deliveries held for the same reason go out together as one message.
     hold: Mapped[str | None] = mapped_column(String(20))
+    lease_owner: Mapped[str | None] = mapped_column(String(100))  # the instance sending it
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class JobRow(Base):
+    """A periodic task that runs once per period across all instances (retention)."""
+
+    __tablename__ = "jobs"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    next_run_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_run_by: Mapped[str | None] = mapped_column(String(100))
 
 
 def utcnow() -> datetime:
@@ -205,14 +222,14 @@ def make_engine(url: str) -> Engine:
 
 
 @contextmanager
-def single_instance(url: str) -> Iterator[None]:
-    """Hold the SQLite database for this process: a second daemon on the same file is refused
-    with a clear message instead of both polling and alerting twice. (PostgreSQL is shared
-    safely by many instances; other backends need no lock.) The lock is ``flock`` on a file
+def single_instance(url: str) -> Iterator[bool]:
+    """Hold the SQLite database for this process (yields True when it did): a second daemon
+    on the same file is refused with a clear message instead of both polling and alerting
+    twice. (PostgreSQL is shared safely by many instances.) The lock is ``flock`` on a file
     beside the database, released by the kernel even when the holder is killed."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        yield
+        yield False  # shared safely (PostgreSQL), or private to this process (in memory)
         return
     path = Path(str(parsed.database)).resolve()
     lock_path = path.with_name(path.name + ".lock")
@@ -232,7 +249,7 @@ def single_instance(url: str) -> Iterator[None]:
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         try:
-            yield
+            yield True
         finally:
             handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
@@ -263,6 +280,22 @@ def alembic_config(engine: Engine) -> AlembicConfig:
     return config
 
 
+MIGRATION_LOCK = 0x77617463  # "watc": PostgreSQL advisory lock key for schema changes
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema up to ``revision``; safe to run on every start."""
-    command.upgrade(alembic_config(engine), revision)
+    """Bring the schema up to ``revision``; safe to run on every start, also by several
+    instances starting at once on one PostgreSQL database (they take turns)."""
+    config = alembic_config(engine)
+    if engine.dialect.name != "postgresql":
+        command.upgrade(config, revision)
+        return
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+        connection.commit()
+        try:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+            connection.commit()

@@ -15,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import random
+import socket
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -121,8 +124,12 @@ class Pipeline:
         parser: ParsePool | None = None,
         clock: Clock = utcnow,
         rng: random.Random | None = None,
+        owner: str | None = None,
     ) -> None:
         self.config = config
+        # This instance's name on the feeds and deliveries it claims (see Store.claim_feeds).
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease = config.settings.lease
         self.store = store
         self.channels = channels
         self.client = client
@@ -334,13 +341,23 @@ class Pipeline:
             while not failed:
                 self._resend.discard(channel)
                 due = await asyncio.to_thread(
-                    self.store.due_deliveries, self.clock(), channel=channel, limit=500
+                    self.store.due_deliveries,
+                    self.clock(),
+                    channel=channel,
+                    limit=500,
+                    owner=self.owner,
+                    until=self.clock() + self.lease,
                 )
-                for outgoing in await self._plan(channel, due):
-                    if not await self._send(channel, outgoing):
-                        failed += len(outgoing.deliveries)  # the rest wait for a retry
-                        break
-                    sent += len(outgoing.deliveries)
+                try:
+                    for outgoing in await self._plan(channel, due):
+                        if not await self._send(channel, outgoing):
+                            failed += len(outgoing.deliveries)  # the rest wait for a retry
+                            break
+                        sent += len(outgoing.deliveries)
+                finally:  # what was claimed but neither sent nor held is free again
+                    if due:
+                        ids = [d.id for d in due]
+                        await asyncio.to_thread(self.store.release_deliveries, ids, self.owner)
                 if not due and channel not in self._resend:
                     break
         self.delivered = DeliveryReport(self.delivered.sent + sent, self.delivered.failed + failed)

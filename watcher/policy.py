@@ -73,16 +73,6 @@ def _allowed(at: datetime, hints: FeedHints) -> datetime:
     return at  # a feed that skips every hour of the week is not taken at its word
 
 
-def first_poll(
-    now: datetime, scheduled: datetime | None, interval: timedelta, rng: random.Random
-) -> datetime:
-    """On start, keep a poll time the database already has; otherwise start soon, spread over a
-    few seconds so a restart does not hit every feed in the same instant."""
-    if scheduled is not None and scheduled > now:
-        return min(scheduled, now + interval + jitter(interval, rng))
-    return now + timedelta(seconds=rng.uniform(0, min(5.0, interval.total_seconds())))
-
-
 @dataclass(frozen=True, slots=True)
 class GiveUp:
     """When a failing delivery is declared dead: after this many attempts, or this long

@@ -1,15 +1,20 @@
 """Runs the pipeline on a clock: the only module that runs APScheduler (policy.py borrows its
 cron arithmetic for digests). Orchestrates.
 
-Each feed is one APScheduler job that re-arms itself at the poll time the pipeline stored on the
-feed (interval + jitter after a success, exponential backoff after failures, so a restart
-resumes the same schedule). Deliveries that wait for a retry are swept on their own timer.
-SIGTERM / SIGINT stop taking new work, give in-flight polls a bounded time to finish, then exit.
+The schedule lives in the database: each feed's next poll time (interval + jitter after a
+success, exponential backoff after failures), so a restart resumes it. A claim loop takes due
+feeds, as many as there are free slots, under a lease; several daemons on one PostgreSQL
+database therefore share the feeds, and the outbox the same way. APScheduler runs the periodic
+jobs: the lease heartbeat, the delivery sweep, retention (once per period across instances).
+SIGTERM / SIGINT stop taking new work, give in-flight work a bounded time to finish, hand back
+the leases, then exit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable
@@ -20,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.engine import make_url
 
-from . import __version__, policy
-from .config import Config, FeedConfig
+from . import __version__
+from .config import Config
 from .db import single_instance
 from .errors import WatcherError
 from .fetch import make_client
@@ -36,6 +41,8 @@ log = logging.getLogger(__name__)
 DELIVERY_SWEEP = timedelta(seconds=15)
 STOP_GRACE = timedelta(seconds=8)  # inside Docker's default 10 s before SIGKILL
 PRUNE_EVERY = timedelta(hours=6)
+PRUNE_CHECK = timedelta(minutes=10)  # how often an instance asks whether it is its turn
+CLAIM_IDLE = timedelta(seconds=5)  # the longest the claim loop sleeps without looking
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,24 +51,28 @@ class RunReport:
     deliveries: DeliveryReport
 
 
-def open_store(config: Config) -> Store:
-    """Open (and migrate) the database and make sure every configured feed has a row."""
+def open_store(config: Config, *, sole: bool = False) -> Store:
+    """Open (and migrate) the database and make sure every configured feed has a row.
+    ``sole``: this process holds the single-instance lock (SQLite), so any lease still in
+    the database belongs to a predecessor that died; its work is taken over now."""
     store = Store.open(config.settings.database)
     store.sync_feeds((feed.id, feed.url) for feed in config.feeds)
+    if sole:
+        store.release_all(None)
     return store
 
 
 @asynccontextmanager
 async def running_pipeline(config: Config) -> AsyncIterator[Pipeline]:
-    with single_instance(config.settings.database):
-        async with _pipeline(config) as pipeline:
+    with single_instance(config.settings.database) as sole:
+        async with _pipeline(config, sole=sole) as pipeline:
             yield pipeline
 
 
 @asynccontextmanager
-async def _pipeline(config: Config) -> AsyncIterator[Pipeline]:
+async def _pipeline(config: Config, *, sole: bool) -> AsyncIterator[Pipeline]:
     channels = Channels({name: c.urls for name, c in config.channels.items()}, config.templates)
-    store = await asyncio.to_thread(open_store, config)
+    store = await asyncio.to_thread(functools.partial(open_store, config, sole=sole))
     settings = config.settings
     parser = ParsePool(
         settings.parse_workers,
@@ -134,54 +145,59 @@ async def run_daemon(config: Config, stop: asyncio.Event | None = None) -> None:
 
 
 class _Daemon:
+    """Polls feeds as they come due, sweeps the outbox, prunes. Several daemons may share one
+    PostgreSQL database: each due feed (and each delivery) is claimed by one of them with a
+    lease (``Store.claim_feeds``), which a live daemon keeps renewing (a heartbeat) and a dead
+    one lets run out, so the others take its work over."""
+
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.inflight: set[asyncio.Task[object]] = set()
+        self.polling: set[asyncio.Task[object]] = set()
         self.stopping = False
+        self._wake = asyncio.Event()  # a poll finished, or the daemon stops
+        self._claimer: asyncio.Task[None] | None = None
+        self._feeds = {feed.id: feed for feed in pipeline.config.feeds}
 
     async def start(self) -> None:
-        now = self.pipeline.clock()
-        config = self.pipeline.config
-        for feed in config.feeds:
-            state = await asyncio.to_thread(self.pipeline.store.feed_state, feed.id)
-            if state.gone:
-                log.warning("feed %s: not polled: the server said 410 Gone", feed.id)
-                continue
-            when = policy.first_poll(
-                now, state.next_poll_at, config.interval(feed), self.pipeline.rng
+        pipeline = self.pipeline
+        now = pipeline.clock()
+        config = pipeline.config
+        # A shortened interval applies now, not after the next poll at the old one.
+        deadlines = {f.id: now + config.interval(f) for f in config.feeds}
+        await asyncio.to_thread(pipeline.store.poll_no_later, deadlines)
+        lease = pipeline.lease.total_seconds()
+        for job, every, first in (
+            (self._heartbeat, lease / 3, now + timedelta(seconds=lease / 3)),
+            (self._prune, PRUNE_CHECK.total_seconds(), now + timedelta(minutes=1)),
+            (self._sweep_deliveries, DELIVERY_SWEEP.total_seconds(), now),
+        ):
+            self.scheduler.add_job(
+                job,
+                "interval",
+                seconds=every,
+                next_run_time=first,
+                max_instances=1,
+                coalesce=True,
             )
-            self._arm(feed, when)
-        self.scheduler.add_job(
-            self._prune,
-            "interval",
-            seconds=PRUNE_EVERY.total_seconds(),
-            id="prune",
-            next_run_time=now + timedelta(minutes=1),
-            max_instances=1,
-            coalesce=True,
-        )
-        self.scheduler.add_job(
-            self._sweep_deliveries,
-            "interval",
-            seconds=DELIVERY_SWEEP.total_seconds(),
-            id="deliveries",
-            next_run_time=now,
-            max_instances=1,
-            coalesce=True,
-        )
         self.scheduler.start()
+        self._claimer = asyncio.create_task(self._claim_loop())
 
     def running(self) -> bool:
         """Whether the schedule is running (not before start, nor once stopping)."""
         return bool(self.scheduler.running) and not self.stopping
 
     async def stop(self) -> None:
-        """Start nothing new, let in-flight work finish within the grace time, then stop.
-        (Shutting APScheduler down first would cancel its running jobs mid-send.)"""
+        """Start nothing new, let in-flight work finish within the grace time, hand back what
+        this instance still holds, then stop. (Shutting APScheduler down first would cancel
+        its running jobs mid-send.)"""
         self.stopping = True
+        self._wake.set()
         self.scheduler.pause()
-        busy = self.inflight | self.pipeline.background
+        if self._claimer is not None:
+            await self._claimer
+        busy = self.inflight | self.polling | self.pipeline.background
         if busy:
             _done, late = await asyncio.wait(busy, timeout=STOP_GRACE.total_seconds())
             for task in late:
@@ -189,36 +205,78 @@ class _Daemon:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         self.scheduler.shutdown(wait=False)
-
-    def _arm(self, feed: FeedConfig, when: datetime) -> None:
-        self.scheduler.add_job(
-            self._poll,
-            "date",
-            run_date=when,
-            args=[feed],
-            id=f"feed:{feed.id}",
-            replace_existing=True,
-            misfire_grace_time=None,
-        )
-
-    async def _poll(self, feed: FeedConfig) -> None:
-        await self._guarded(self.pipeline.poll(feed), f"feed {feed.id}")
-        if not self.stopping and (when := await self._next_poll(feed)):
-            self._arm(feed, when)
-
-    async def _next_poll(self, feed: FeedConfig) -> datetime | None:
-        """When the poll just made says to poll next; None for a feed that is gone."""
-        fallback = self.pipeline.clock() + self.pipeline.config.interval(feed)
         try:
-            state = await asyncio.to_thread(self.pipeline.store.feed_state, feed.id)
-        except WatcherError:
-            return fallback
-        return None if state.gone else state.next_poll_at or fallback
+            await asyncio.to_thread(self.pipeline.store.release_all, self.pipeline.owner)
+        except WatcherError as exc:
+            log.warning("stop: could not hand back this instance's leases: %s", exc)
+
+    async def _claim_loop(self) -> None:
+        """Claim due feeds, as many as there are free poll slots, and poll them; then sleep
+        until the next one is due, a slot frees up, or a few seconds have passed (another
+        instance may have released work)."""
+        pipeline = self.pipeline
+        slots = pipeline.config.settings.concurrency
+        while not self.stopping:
+            self._wake.clear()
+            free = slots - len(self.polling)
+            claimed: list[str] = []
+            try:
+                if free > 0:
+                    claimed = await self._claim(free)
+                if free > 0 and len(claimed) == free:
+                    continue  # more may be due: claim again once these are under way
+                now = pipeline.clock()
+                due = await asyncio.to_thread(pipeline.store.next_due, now)
+            except WatcherError as exc:  # the database is away: try again shortly
+                log.error("claiming feeds: %s", exc)
+                due = None
+            idle = CLAIM_IDLE.total_seconds()
+            delay = idle if due is None else (due - pipeline.clock()).total_seconds()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=min(max(delay, 0.01), idle))
+
+    async def _claim(self, limit: int) -> list[str]:
+        pipeline = self.pipeline
+        now = pipeline.clock()
+        claimed = await asyncio.to_thread(
+            pipeline.store.claim_feeds,
+            pipeline.owner,
+            now=now,
+            until=now + pipeline.lease,
+            limit=limit,
+        )
+        for feed_id in claimed:
+            feed = self._feeds.get(feed_id)
+            if feed is None:  # configured in another instance's config, not in this one's
+                later = now + pipeline.config.settings.default_interval
+                await asyncio.to_thread(
+                    pipeline.store.release_feed, feed_id, pipeline.owner, next_poll_at=later
+                )
+                continue
+            task = asyncio.create_task(self._guarded(pipeline.poll(feed), f"feed {feed.id}"))
+            self.polling.add(task)
+            task.add_done_callback(self._polled)
+        return claimed
+
+    def _polled(self, task: asyncio.Task[object]) -> None:
+        self.polling.discard(task)
+        self._wake.set()
+
+    async def _heartbeat(self) -> None:
+        pipeline = self.pipeline
+        until = pipeline.clock() + pipeline.lease
+        await self._guarded(
+            asyncio.to_thread(pipeline.store.renew_leases, pipeline.owner, until), "leases"
+        )
 
     async def _prune(self) -> None:
-        await self._guarded(
-            prune(self.pipeline.store, self.pipeline.config, self.pipeline.clock()), "prune"
+        pipeline = self.pipeline
+        now = pipeline.clock()
+        mine = await asyncio.to_thread(
+            pipeline.store.claim_job, "prune", pipeline.owner, now=now, every=PRUNE_EVERY
         )
+        if mine:  # once per period across every instance sharing the database
+            await self._guarded(prune(pipeline.store, pipeline.config, now), "prune")
 
     async def _sweep_deliveries(self) -> None:
         await self._guarded(self.pipeline.deliver_due(), "deliveries")

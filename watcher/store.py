@@ -8,7 +8,7 @@ all (a transactional outbox: an alert is never lost between "stored" and "queued
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,7 +24,9 @@ from sqlalchemy import (
     case,
     delete,
     func,
+    or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -129,17 +131,128 @@ class Store:
 
     # feeds
 
-    def sync_feeds(self, feeds: Iterable[tuple[str, str]]) -> None:
-        """Make sure every configured (id, url) has a row. A changed URL is taken over and
-        starts afresh: no validators, no redirect remembered, polled again if it was gone."""
+    def sync_feeds(self, feeds: Iterable[tuple[str, str]], now: datetime | None = None) -> None:
+        """Make sure every configured (id, url) has a row, due now if it is new. A changed URL
+        is taken over and starts afresh: no validators, no redirect remembered, polled again
+        if it was gone. A feed no longer configured is no longer polled (its articles stay)."""
+        now = now or db.utcnow()
         with self._session() as session:
+            if session.get_bind().dialect.name == "postgresql":  # instances starting together
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SYNC_LOCK})
+            configured = set()
             for feed_id, url in feeds:
+                configured.add(feed_id)
                 row = session.get(db.FeedRow, feed_id)
                 if row is None:
-                    session.add(db.FeedRow(id=feed_id, url=url, consecutive_failures=0))
+                    row = db.FeedRow(id=feed_id, url=url, consecutive_failures=0)
+                    session.add(row)
                 elif row.url != url:
                     row.url, row.etag, row.last_modified = url, None, None
                     row.moved_to = row.gone_at = row.body_hash = None
+                if row.next_poll_at is None and row.gone_at is None:
+                    row.next_poll_at = now
+            session.execute(
+                update(db.FeedRow)
+                .where(db.FeedRow.id.not_in(configured), db.FeedRow.next_poll_at.is_not(None))
+                .values(next_poll_at=None)
+            )
+
+    def poll_no_later(self, deadlines: Mapping[str, datetime]) -> None:
+        """Bring forward polls scheduled later than these times (an interval was shortened)."""
+        with self._session() as session:
+            for feed_id, deadline in deadlines.items():
+                session.execute(
+                    update(db.FeedRow)
+                    .where(db.FeedRow.id == feed_id, db.FeedRow.next_poll_at > deadline)
+                    .values(next_poll_at=deadline)
+                )
+
+    # leases: several instances share one database; each feed, delivery and job goes to one
+
+    def claim_feeds(self, owner: str, *, now: datetime, until: datetime, limit: int) -> list[str]:
+        """Up to ``limit`` feeds due now that no live instance holds, now held by ``owner``
+        until ``until`` (or until their poll is recorded). Rows another transaction is
+        claiming are skipped, not waited for (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite
+        serves a single instance and ignores it)."""
+        query = (
+            select(db.FeedRow.id)
+            .where(db.FeedRow.next_poll_at <= now, _free(db.FeedRow.lease_until, now))
+            .order_by(db.FeedRow.next_poll_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self._session() as session:
+            ids = list(session.scalars(query))
+            if ids:
+                session.execute(
+                    update(db.FeedRow)
+                    .where(db.FeedRow.id.in_(ids))
+                    .values(lease_owner=owner, lease_until=until)
+                )
+        return ids
+
+    def next_due(self, now: datetime) -> datetime | None:
+        """When the next feed no instance holds is due (or a lease runs out)."""
+        due = select(func.min(db.FeedRow.next_poll_at)).where(
+            db.FeedRow.next_poll_at.is_not(None), _free(db.FeedRow.lease_until, now)
+        )
+        expiring = select(func.min(db.FeedRow.lease_until)).where(
+            db.FeedRow.lease_until >= now, db.FeedRow.next_poll_at.is_not(None)
+        )
+        with self._session() as session:
+            times = [session.scalar(due), session.scalar(expiring)]
+        return min((t for t in times if t is not None), default=None)
+
+    def release_feed(self, feed_id: str, owner: str, *, next_poll_at: datetime) -> None:
+        """Give back a claimed feed without polling it, due again at ``next_poll_at``."""
+        with self._session() as session:
+            session.execute(
+                update(db.FeedRow)
+                .where(db.FeedRow.id == feed_id, db.FeedRow.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None, next_poll_at=next_poll_at)
+            )
+
+    def release_deliveries(self, delivery_ids: Sequence[int], owner: str) -> None:
+        """Give back claimed deliveries that were not sent (their channel failed)."""
+        with self._session() as session:
+            session.execute(
+                update(db.DeliveryRow)
+                .where(db.DeliveryRow.id.in_(delivery_ids), db.DeliveryRow.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    def renew_leases(self, owner: str, until: datetime) -> None:
+        """Heartbeat: keep every claim of this live instance, feeds and deliveries."""
+        with self._session() as session:
+            for table in (db.FeedRow, db.DeliveryRow):
+                session.execute(
+                    update(table).where(table.lease_owner == owner).values(lease_until=until)
+                )
+
+    def release_all(self, owner: str | None) -> None:
+        """On a clean stop: whatever this instance still holds is free for the others now.
+        ``None``: every instance's claims (when no other instance can be alive)."""
+        with self._session() as session:
+            for table in (db.FeedRow, db.DeliveryRow):
+                held = (
+                    table.lease_owner.is_not(None) if owner is None else table.lease_owner == owner
+                )
+                session.execute(
+                    update(table).where(held).values(lease_owner=None, lease_until=None)
+                )
+
+    def claim_job(self, name: str, owner: str, *, now: datetime, every: timedelta) -> bool:
+        """Whether ``owner`` runs job ``name`` now: true for one instance per period."""
+        with self._session() as session:
+            if session.get(db.JobRow, name) is None:
+                session.add(db.JobRow(name=name, next_run_at=now))
+        with self._session() as session:
+            claimed = session.execute(
+                update(db.JobRow)
+                .where(db.JobRow.name == name, db.JobRow.next_run_at <= now)
+                .values(next_run_at=now + every, last_run_by=owner)
+            )
+            return bool(cast(CursorResult[Any], claimed).rowcount)
 
     def feed_state(self, feed_id: str) -> FeedState:
         with self._session() as session:
@@ -189,6 +302,7 @@ class Store:
             row.last_outcome, row.last_error, row.consecutive_failures = outcome, None, 0
             row.failing_since = row.health_alerted_at = None
             row.next_poll_at = next_poll_at
+            row.lease_owner = row.lease_until = None
             row.moved_to = moved_to or row.moved_to
             if outcome != "not_modified":
                 row.etag, row.last_modified = etag, last_modified
@@ -224,6 +338,7 @@ class Store:
             row.consecutive_failures += 1
             row.failing_since = row.failing_since or now
             row.next_poll_at = next_poll_at
+            row.lease_owner = row.lease_until = None
             row.gone_at = None if next_poll_at else now
             if health is None or not health.channels or row.health_alerted_at is not None:
                 return False
@@ -354,14 +469,32 @@ class Store:
             return list(session.scalars(query))
 
     def due_deliveries(
-        self, now: datetime, limit: int = 100, channel: str | None = None
+        self,
+        now: datetime,
+        limit: int = 100,
+        channel: str | None = None,
+        *,
+        owner: str | None = None,
+        until: datetime | None = None,
     ) -> list[Delivery]:
         """Deliveries waiting to be sent whose time has come, oldest first, each with the
-        other feeds that carried the same story (``also_seen_in``)."""
-        query = _delivery_query().where(_is_due(now)).order_by(db.DeliveryRow.id).limit(limit)
+        other feeds that carried the same story (``also_seen_in``). With ``owner``, they are
+        claimed for it until ``until`` (or until their outcome is recorded), skipping rows
+        another instance is claiming."""
+        ids = select(db.DeliveryRow.id).where(_is_due(now)).order_by(db.DeliveryRow.id).limit(limit)
         if channel is not None:
-            query = query.where(db.DeliveryRow.channel == channel)
+            ids = ids.where(db.DeliveryRow.channel == channel)
         with self._session() as session:
+            chosen = list(session.scalars(ids.with_for_update(skip_locked=True)))
+            if owner is not None and chosen:
+                session.execute(
+                    update(db.DeliveryRow)
+                    .where(db.DeliveryRow.id.in_(chosen))
+                    .values(lease_owner=owner, lease_until=until)
+                )
+            query = (
+                _delivery_query().where(db.DeliveryRow.id.in_(chosen)).order_by(db.DeliveryRow.id)
+            )
             rows = list(session.execute(query))
             seen_in = _also_seen_in(session, [a for _, _, a, _, _ in rows if a is not None])
             return [
@@ -376,7 +509,7 @@ class Store:
             session.execute(
                 update(db.DeliveryRow)
                 .where(db.DeliveryRow.id.in_(delivery_ids))
-                .values(hold=reason, next_attempt_at=until)
+                .values(hold=reason, next_attempt_at=until, lease_owner=None, lease_until=None)
             )
 
     def record_deliveries(
@@ -396,6 +529,8 @@ class Store:
             "last_error": error,
             "sent_at": now if error is None else None,
             "next_attempt_at": retry_at or now,
+            "lease_owner": None,
+            "lease_until": None,
         }
         with self._session() as session:
             session.execute(
@@ -528,6 +663,9 @@ class Store:
             return {state: n for state, n in session.execute(query)}
 
 
+_SYNC_LOCK = 0x77617463 + 1  # PostgreSQL advisory lock key: one config sync at a time
+
+
 def _deleted(session: Session, statement: Delete) -> int:
     result = session.execute(statement)
     return int(cast(CursorResult[Any], result).rowcount)
@@ -619,9 +757,17 @@ def _also_seen_in(
 
 
 def _is_due(now: datetime) -> ColumnElement[bool]:
+    """Waiting, its time has come, and no live instance is sending it."""
     return and_(
-        db.DeliveryRow.status.in_(("pending", "retrying")), db.DeliveryRow.next_attempt_at <= now
+        db.DeliveryRow.status.in_(("pending", "retrying")),
+        db.DeliveryRow.next_attempt_at <= now,
+        _free(db.DeliveryRow.lease_until, now),
     )
+
+
+def _free(lease_until: Any, now: datetime) -> ColumnElement[bool]:
+    """Not held: never claimed, released, or its holder stopped renewing (died)."""
+    return or_(lease_until.is_(None), lease_until < now)
 
 
 def link_key(link: str | None) -> str | None:
