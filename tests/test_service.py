@@ -213,7 +213,7 @@ async def test_a_running_daemon_answers_health_readiness_and_metrics(
 
 def test_watcher_health_says_when_the_endpoint_is_off(world) -> None:
     result = watcher("health", "-c", str(world(None)))
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "the health endpoint is off: set [watcher] http" in result.output
 
 
