@@ -190,8 +190,9 @@ def test_daemon_alerts_then_stops_cleanly_on_sigterm(
 def test_secrets_never_reach_the_output(
     tmp_path: Path, feed_server: FeedServer, receiver: Receiver, write_config
 ) -> None:
-    """A full run with debug logging, a failing channel and a feed that needs a token:
-    neither the channel's password nor the feed's token appears anywhere."""
+    """A full run with debug logging (human and JSON), a failing channel whose password is
+    read from a file and a feed that needs a token from the environment: neither secret
+    appears in any output of any command."""
     feed_server.put("/world.xml?key=feed-s3cret", rss(BACKLOG))
     feed_server.put("/page.html", b"<html></html>", content_type="text/html")
     text = (
@@ -200,23 +201,30 @@ def test_secrets_never_reach_the_output(
             'url = "' + feed_server.url("/world.xml") + '"',
             'url = "' + feed_server.url("/world.xml") + '?key=${FEED_KEY}"\nalert_backlog = true',
         )
-        .replace("json://", "json://alice:${HOOK_PASSWORD}@")
+        .replace("json://", "json://alice:${file:hook-password}@")
     )
     config = write_config(text)
+    (tmp_path / "hook-password").write_text("hook-s3cret\n")  # a secret from a file
     receiver.status = 500
-    env = {"FEED_KEY": "feed-s3cret", "HOOK_PASSWORD": "hook-s3cret"}
+    env = {"FEED_KEY": "feed-s3cret"}
     outputs = []
     for args in (
+        ["--log-level", "debug", "--log-format", "json", "run", "--once"],
         ["--log-level", "debug", "run", "--once"],
         ["check"],
         ["feeds"],
+        ["feeds", "--json"],
         ["alerts"],
         ["alerts", "--json"],
         ["notify-test", "newsroom"],
+        ["db", "prune"],
     ):
         result = CliRunner().invoke(main, [*args, "-c", str(config)], env=env)
         outputs.append(result.output)
     everything = "\n".join(outputs)
+    logged = [json.loads(line) for line in outputs[0].splitlines() if line.startswith("{")]
+    assert any(r.get("feed") == "world" and "new" in r["message"] for r in logged)
+    assert any(r.get("channel") == "newsroom" and r["level"] == "warning" for r in logged)
     assert "retrying" in everything  # the failing channel was really tried
     assert "world: ok: 2 new, 1 matched" in everything  # the token feed was really read
     assert "s3cret" not in everything

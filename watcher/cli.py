@@ -156,7 +156,8 @@ def feeds(config_path: Path, as_json: bool) -> None:
         store.close()
     if as_json:
         for row in rows:
-            click.echo(json.dumps(_feed_json(row), ensure_ascii=False))
+            shown = config.shown_url(next(f for f in config.feeds if f.id == row.id))
+            click.echo(json.dumps(_feed_json(row, shown), ensure_ascii=False))
         return
     now = utcnow()
     _table(
@@ -189,14 +190,15 @@ def _feed_row(row: FeedSummary, now: datetime) -> list[Text]:
     ]
 
 
-def _feed_json(row: FeedSummary) -> dict[str, object]:
+def _feed_json(row: FeedSummary, url: str) -> dict[str, object]:
+    """``url`` as the config spells it, so a token read from ``${VAR}`` stays hidden."""
     def iso(when: datetime | None) -> str | None:
         return when.isoformat() if when else None
 
     health = "gone" if row.gone_at else "failing" if row.failing_since else "ok"
     return {
         "id": row.id,
-        "url": row.url,
+        "url": url,
         "moved_to": row.moved_to,
         "title": row.title,
         "health": health if row.last_outcome else "never polled",

@@ -113,6 +113,10 @@ def fetch_limits(config: Config) -> Limits:
     )
 
 
+def _about(feed: FeedConfig) -> dict[str, object]:
+    return {"feed": feed.id}
+
+
 class Pipeline:
     def __init__(
         self,
@@ -162,7 +166,7 @@ class Pipeline:
             gone = isinstance(exc, FetchError) and exc.gone
             report = PollReport(feed.id, "gone" if gone else "error", error=exc.message)
             await self._record_failure(feed, exc)
-            log.warning("feed %s: %s error: %s", feed.id, exc.kind, exc.message)
+            log.warning("feed %s: %s error: %s", feed.id, exc.kind, exc.message, extra=_about(feed))
         self.metrics.polled(feed.id, report.outcome, time.monotonic() - started)
         if report.matches:
             self._send_soon()
@@ -204,12 +208,14 @@ class Pipeline:
                 last_modified=state.last_modified,
             )
         if result.moved_to and result.moved_to != state.moved_to:
-            log.info("feed %s: moved permanently to %s", feed.id, result.moved_to)
+            log.info(
+                "feed %s: moved permanently to %s", feed.id, result.moved_to, extra=_about(feed)
+            )
         body_hash = hashlib.sha256(result.body).hexdigest() if not result.not_modified else None
         if result.not_modified or body_hash == state.body_hash:
             # An unchanged body is as good as a 304: nothing to parse, nothing to store.
             await self._record_success(feed, result, "not_modified", state.hints)
-            log.debug("feed %s: not modified", feed.id)
+            log.debug("feed %s: not modified", feed.id, extra=_about(feed))
             return PollReport(feed.id, "not_modified")
         parsed = await self.parser.parse(
             result.body,
@@ -230,7 +236,12 @@ class Pipeline:
             feed, result, "ok", hints, title=parsed.title, body_hash=body_hash
         )
         if parsed.warning:
-            log.warning("feed %s: partly malformed, kept what parsed: %s", feed.id, parsed.warning)
+            log.warning(
+                "feed %s: partly malformed, kept what parsed: %s",
+                feed.id,
+                parsed.warning,
+                extra=_about(feed),
+            )
         log.info(
             "feed %s: %d entries, %d new%s, %d matched",
             feed.id,
@@ -238,6 +249,7 @@ class Pipeline:
             ingested.new,
             "" if alert else " (first poll: stored without alerting)",
             ingested.matches,
+            extra=_about(feed),
         )
         return PollReport(
             feed.id,
@@ -294,7 +306,7 @@ class Pipeline:
             hints=hints if outcome == "ok" else None,
         )
         if recovered:
-            log.info("feed %s: recovered; health alert queued", feed.id)
+            log.info("feed %s: recovered; health alert queued", feed.id, extra=_about(feed))
             self._send_soon()
 
     async def _record_failure(self, feed: FeedConfig, error: FeedError) -> None:
@@ -321,7 +333,7 @@ class Pipeline:
             health=self.config.health,
         )
         if alarmed:
-            log.warning("feed %s: failing; health alert queued", feed.id)
+            log.warning("feed %s: failing; health alert queued", feed.id, extra=_about(feed))
             self._send_soon()
 
     async def deliver_due(self) -> DeliveryReport:
@@ -397,7 +409,12 @@ class Pipeline:
         for (reason, until), ids in holds.items():
             await asyncio.to_thread(self.store.hold, ids, reason=reason, until=until)
             log.info(
-                "channel %s: holding %d alert(s) (%s) until %s", channel, len(ids), reason, until
+                "channel %s: holding %d alert(s) (%s) until %s",
+                channel,
+                len(ids),
+                reason,
+                until,
+                extra={"channel": channel},
             )
         return planned
 
@@ -467,7 +484,7 @@ class Pipeline:
         if error is None:
             if channel in self._windows:
                 self._windows[channel].record(now)
-            log.info("channel %s: sent %s", channel, outgoing.describe())
+            log.info("channel %s: sent %s", channel, outgoing.describe(), extra=outgoing.about())
             self.metrics.delivered(channel, "sent", len(deliveries))
             await asyncio.to_thread(
                 self.store.record_deliveries, [d.id for d in deliveries], now=now, error=None
@@ -486,6 +503,7 @@ class Pipeline:
             outgoing.describe(),
             "will retry" if retried else "giving up",
             error,
+            extra=outgoing.about(),
         )
         if retried:
             await asyncio.to_thread(
@@ -502,6 +520,16 @@ class Outgoing:
 
     content: Content
     deliveries: tuple[Delivery, ...]
+
+    def about(self) -> dict[str, object]:
+        """The ids a log line about this message carries (see watcher.logs)."""
+        first = self.deliveries[0]
+        ids: dict[str, object] = {"channel": first.channel}
+        if len(self.deliveries) == 1:
+            ids["delivery"] = first.id
+            ids |= {"rule": first.rule} if first.rule else {}
+            ids["feed"] = first.feed_id
+        return ids
 
     def describe(self) -> str:
         if isinstance(self.content, Batch):

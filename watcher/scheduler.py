@@ -253,7 +253,8 @@ class _Daemon:
                     pipeline.store.release_feed, feed_id, pipeline.owner, next_poll_at=later
                 )
                 continue
-            task = asyncio.create_task(self._guarded(pipeline.poll(feed), f"feed {feed.id}"))
+            polled = self._guarded(pipeline.poll(feed), f"feed {feed.id}", {"feed": feed.id})
+            task = asyncio.create_task(polled)
             self.polling.add(task)
             task.add_done_callback(self._polled)
         return claimed
@@ -281,7 +282,9 @@ class _Daemon:
     async def _sweep_deliveries(self) -> None:
         await self._guarded(self.pipeline.deliver_due(), "deliveries")
 
-    async def _guarded(self, work: Awaitable[object], what: str) -> None:
+    async def _guarded(
+        self, work: Awaitable[object], what: str, about: dict[str, object] | None = None
+    ) -> None:
         """Whatever goes wrong in one job is logged; the daemon and the schedule carry on."""
         task = asyncio.current_task()
         assert task is not None
@@ -289,8 +292,10 @@ class _Daemon:
         try:
             await work
         except WatcherError as exc:
-            log.error("%s: %s", what, exc)
+            log.error("%s: %s", what, exc, extra=about)
         except Exception:
-            log.exception("%s: unexpected error (a bug in watcher; please report it)", what)
+            log.exception(
+                "%s: unexpected error (a bug in watcher; please report it)", what, extra=about
+            )
         finally:
             self.inflight.discard(task)
