@@ -192,6 +192,7 @@ def _feed_row(row: FeedSummary, now: datetime) -> list[Text]:
 
 def _feed_json(row: FeedSummary, url: str) -> dict[str, object]:
     """``url`` as the config spells it, so a token read from ``${VAR}`` stays hidden."""
+
     def iso(when: datetime | None) -> str | None:
         return when.isoformat() if when else None
 
