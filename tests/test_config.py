@@ -340,3 +340,16 @@ def test_a_missing_secret_file_names_the_key_and_the_file(write_config, tmp_path
         "channels.newsroom.urls[0]: cannot read secret file /run/secrets/nope: "
         "No such file or directory"
     )
+
+
+def test_the_database_url_from_the_environment_may_read_a_secret_file(
+    write_config, tmp_path: Path
+) -> None:
+    (tmp_path / "pg-password").write_text("pg-s3cret\n")
+    env = {
+        "SLACK_TOKEN": "T/B/C",
+        "WATCHER_DATABASE": "postgresql://watcher:${file:pg-password}@db/watcher",
+    }
+    config = load_config(write_config(VALID), env)
+    assert config.settings.database == "postgresql://watcher:pg-s3cret@db/watcher"
+    assert "pg-s3cret" in config.secrets

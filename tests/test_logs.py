@@ -56,3 +56,14 @@ def test_human_lines_redact_too(capsys: pytest.CaptureFixture[str]) -> None:
     assert "INFO    watcher.test: channel phone: sent alert" in lines[0]
     assert "cannot reach ***" in text and "a library quoting a token: ***" in text
     assert "secret" not in text
+
+
+def test_under_systemd_each_line_tells_the_journal_its_priority(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    lines = emit(capsys, "human")
+    assert lines[0] == "<6>watcher.test: channel phone: sent alert"
+    assert lines[1] == "<3>watcher.test: channel phone: failed"
+    assert all(line.startswith("<3>") for line in lines[1:-1])  # the traceback too
+    assert lines[-1] == "<4>watcher.test: a library quoting a token: ***"

@@ -340,7 +340,11 @@ def build_config(raw: dict[str, Any], path: Path, environ: Mapping[str, str]) ->
         raise ConfigError(problems, str(path))
     settings = model.watcher
     if environ.get("WATCHER_DATABASE"):  # containers and services point at their volume
-        settings = settings.model_copy(update={"database": environ["WATCHER_DATABASE"]})
+        # ${file:...} works here too: a database password can come from a secret file.
+        database = expand(environ["WATCHER_DATABASE"], ("WATCHER_DATABASE",))
+        if problems:
+            raise ConfigError(problems, str(path))
+        settings = settings.model_copy(update={"database": database})
     return Config(
         path=path,
         settings=_resolve_database(settings, path.parent),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -38,11 +39,31 @@ def scrub(text: str) -> str:
 
 
 class HumanFormatter(logging.Formatter):
+    """``time level logger: message``. Under systemd (``$JOURNAL_STREAM`` set) the journal
+    stamps the time itself and is told each line's priority instead (``<4>`` for a warning),
+    so ``journalctl -p warning`` finds the warnings."""
+
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        self.journal = bool(os.environ.get("JOURNAL_STREAM"))
+        layout = "%(name)s: %(message)s" if self.journal else "%(asctime)s %(levelname)-7s "
+        super().__init__(layout if self.journal else layout + "%(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        return scrub(super().format(record))
+        line = scrub(super().format(record))
+        if not self.journal:
+            return line
+        priority = _PRIORITIES.get(record.levelno, 6)
+        return "\n".join(f"<{priority}>{part}" for part in line.splitlines())
+
+
+# syslog priorities by logging level, for the journal
+_PRIORITIES = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
 
 
 class JsonFormatter(logging.Formatter):
