@@ -13,6 +13,22 @@ from sqlalchemy.exc import OperationalError
 
 from tests.servers import FeedServer, Receiver, running
 
+# The shared real-world and hostile corpus (never copied into this repository).
+CORPUS = Path(
+    os.environ.get("WATCHER_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus"
+)
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The corpus: skipped without it, except under CI (``$CI`` set), where that fails."""
+    if not CORPUS.is_dir():
+        message = f"feed corpus not found at {CORPUS} (set WATCHER_CORPUS to its path)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return CORPUS
+
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:

@@ -11,7 +11,6 @@ The corpus is third-party data and lives outside the repository: ``<repo>/../sha
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import warnings
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.conftest import CORPUS
 from watcher.errors import ParseError
 from watcher.models import Article, ParsedFeed
 from watcher.parse import (
@@ -33,9 +33,6 @@ from watcher.parse import (
     parse_feed,
 )
 
-CORPUS = Path(
-    os.environ.get("WATCHER_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus"
-)
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 URL = "https://example.com/"
 MISSING = "(corpus missing)"
@@ -63,16 +60,6 @@ def corpus_inputs(folder: str) -> list[str]:
 def is_input(path: Path) -> bool:
     sidecar = path.name.endswith(".headers.json")
     return not sidecar and path.name not in NOT_INPUTS and "LICENSES" not in path.parts
-
-
-@pytest.fixture(scope="session")
-def corpus() -> Path:
-    if not CORPUS.is_dir():
-        message = f"feed corpus not found at {CORPUS} (set WATCHER_CORPUS to its path)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return CORPUS
 
 
 @pytest.fixture(autouse=True)

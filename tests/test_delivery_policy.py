@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.clock import Clock
 from tests.servers import FeedServer, Receiver, rss
 from watcher.config import load_config
 from watcher.fetch import make_client
@@ -21,14 +22,6 @@ from watcher.store import Store
 pytestmark = pytest.mark.anyio
 
 START = datetime(2026, 11, 28, 12, 10, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, now: datetime = START) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -94,7 +87,7 @@ async def test_a_digest_gathers_the_matches_since_the_last_one(
 ) -> None:
     rules = NATO_RULE + 'delivery = "hourly"\n'
     feed_server.put("/f.xml", rss([story(2), story(1)]))
-    clock = Clock()
+    clock = Clock(START)
     pipeline = await make_pipeline(
         config(feed_server.url("/f.xml"), receiver.url("/hook"), rules=rules), clock
     )
@@ -166,7 +159,7 @@ async def test_a_rate_limit_folds_the_excess_into_one_summary(
     feed_server: FeedServer, receiver: Receiver, make_pipeline: Any
 ) -> None:
     feed_server.put("/f.xml", rss([story(n) for n in range(6, 0, -1)]))
-    clock = Clock()
+    clock = Clock(START)
     text = config(
         feed_server.url("/f.xml"),
         receiver.url("/hook"),
@@ -197,7 +190,7 @@ async def test_a_failed_digest_is_retried_as_one_message(
 ) -> None:
     rules = NATO_RULE + 'delivery = "daily 08:00"\n'
     feed_server.put("/f.xml", rss([story(2), story(1)]))
-    clock = Clock()
+    clock = Clock(START)
     pipeline = await make_pipeline(
         config(feed_server.url("/f.xml"), receiver.url("/hook"), rules=rules), clock
     )
@@ -218,7 +211,7 @@ async def test_one_health_alert_when_a_feed_fails_and_one_when_it_recovers(
     feed_server: FeedServer, receiver: Receiver, make_pipeline: Any
 ) -> None:
     feed_server.put("/f.xml", b"busy", status=503)
-    clock = Clock()
+    clock = Clock(START)
     text = config(
         feed_server.url("/f.xml"),
         receiver.url("/hook"),

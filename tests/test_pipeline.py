@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.clock import Clock
 from tests.servers import FeedServer, LocalServer, Receiver, Request, Response, rss, running
 from watcher import policy
 from watcher.config import load_config
@@ -21,14 +22,6 @@ from watcher.store import Store
 pytestmark = pytest.mark.anyio
 
 START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Hanging(LocalServer):
@@ -105,7 +98,7 @@ async def test_a_hanging_channel_never_delays_another(
     feed_server: FeedServer, receiver: Receiver, hanging: Hanging, make_pipeline
 ) -> None:
     feed_server.put("/f.xml", rss([story(1), story(2)]))
-    clock = Clock()
+    clock = Clock(START)
     stuck_url = "json://" + hanging.base_url.removeprefix("http://") + "/?rto=30"
     pipeline = await make_pipeline(
         feed_server.url("/f.xml"), {"email": receiver.url("/ok"), "slack": stuck_url}, clock
@@ -132,7 +125,7 @@ async def test_failures_back_off_per_channel_then_succeed(
         return Response(200, b"{}")
 
     feed_server.put("/f.xml", rss([story(1), story(2), story(3)]))
-    clock = Clock()
+    clock = Clock(START)
     with running(LocalServer(flaky)) as hook:
         url = "json://" + hook.base_url.removeprefix("http://") + "/"
         pipeline = await make_pipeline(feed_server.url("/f.xml"), {"hook": url}, clock)
@@ -160,7 +153,7 @@ async def test_a_delivery_is_dead_after_the_last_attempt(
     feed_server: FeedServer, make_pipeline
 ) -> None:
     feed_server.put("/f.xml", rss([story(1)]))
-    clock = Clock()
+    clock = Clock(START)
     with running(LocalServer(lambda r: Response(500, b"down"))) as hook:
         url = "json://" + hook.base_url.removeprefix("http://") + "/"
         pipeline = await make_pipeline(feed_server.url("/f.xml"), {"hook": url}, clock)

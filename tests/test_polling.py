@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.clock import Clock
 from tests.servers import LocalServer, Receiver, Request, Response, rss, running
 from watcher.config import load_config
 from watcher.fetch import make_client
@@ -28,14 +29,6 @@ pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)  # a Saturday
 RSS = {"Content-Type": "application/rss+xml"}
 FEED = rss([{"guid": "1", "title": "NATO story", "link": "https://example.org/1"}])
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def serve(routes: dict[str, Callable[[Request], Response] | Response]) -> LocalServer:
@@ -80,7 +73,7 @@ urls = ["json://127.0.0.1:9/"]
         client = make_client(fetch_limits(config))
         opened.append((store, client))
         channels = Channels({n: c.urls for n, c in config.channels.items()})
-        return Pipeline(config, store, channels, client, clock=Clock())
+        return Pipeline(config, store, channels, client, clock=Clock(NOW))
 
     yield make
     for store, client in opened:

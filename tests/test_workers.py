@@ -30,21 +30,7 @@ URL = "https://example.com/feed"
 DATA = Path(__file__).parent / "data" / "parse"
 FEEDS = sorted(DATA.iterdir())
 FEED = (DATA / "rss2.xml").read_bytes()
-CORPUS = Path(
-    os.environ.get("WATCHER_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus"
-)
 ENDLESS = 60_000  # attributes: ~25 s of parsing, so a parse that ends sooner was stopped
-
-
-@pytest.fixture
-def corpus() -> Path:
-    """The shared corpus, as in test_corpus: skip without it, except under CI, where fail."""
-    if not CORPUS.is_dir():
-        message = f"feed corpus not found at {CORPUS} (set WATCHER_CORPUS to its path)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return CORPUS
 
 
 @pytest.fixture(autouse=True)
