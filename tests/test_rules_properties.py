@@ -148,6 +148,28 @@ def test_a_ruleset_agrees_with_each_rule_on_its_own(texts: list[str], data: st.D
         assert ruleset.match(doc) == [(name, terms) for name, terms in alone if terms]
 
 
+@checked(60)
+@given(st.lists(query, min_size=10, max_size=40), st.data())
+def test_a_large_ruleset_reports_what_the_reference_reports(
+    texts: list[str], data: st.DataObject
+) -> None:
+    """Enough rules that they share terms, entities and keys: rules filed under pairs of
+    keys, under one, or evaluated always, and evaluated from their flat form."""
+    rules = {}
+    for n, text in enumerate(texts):
+        try:
+            rules[f"rule-{n}"] = compile_query(text, ENTITIES)
+        except RuleError:  # refused rules are another test's subject
+            continue
+    ruleset = RuleSet(rules)
+    docs = data.draw(st.lists(documents(words_of(*texts)), min_size=1, max_size=3))
+    for doc in docs:
+        expected = [
+            (name, reference_match(rule.syntax, NAMES, doc)) for name, rule in rules.items()
+        ]
+        assert ruleset.match(doc) == [(name, terms) for name, terms in expected if terms]
+
+
 @checked(150)
 @given(query, st.data())
 def test_hits_quote_the_original_text_exactly_when_the_rule_matches(

@@ -5,20 +5,28 @@
 Every field value (the title, each tag, each author...) is a stretch of words of its own, in
 the order of ``FIELDS``. A word's position is ``value * STRIDE + offset``: two words of one
 value are near each other, two words of different values never are, so phrases and NEAR stay
-inside one field with no extra check. Only the folded words and their sets are computed up
-front; positions, exact words, offsets and regex text wait until a rule asks for them.
+inside one field with no extra check. Only the folded words are computed up front; their
+sets, pairs, positions, exact words, offsets and regex text wait until a rule asks for them
+(RuleSet asks for few: it looks the words up in its own keys).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import chain, pairwise
 from typing import Any, Generic, TypeVar, cast, overload
 
 from watcher.rules.results import Hit
-from watcher.rules.text import exact_words, original_span, regex_text, word_spans, words
+from watcher.rules.text import (
+    exact_words_of,
+    folded_streams,
+    original_span,
+    regex_text,
+    word_spans,
+)
 
 FIELDS = ("title", "summary", "content", "tags", "author", "link", "feed")
 UNSCOPED = ("title", "summary", "content", "tags")  # what a term without ``field:`` reads
@@ -74,92 +82,109 @@ class Document:
 
 
 class TextIndex:
-    """Where each word of a document occurs, by field. ``held`` and ``found`` keep what
-    compiled terms found here, so a term shared by many rules is looked up once."""
+    """Where each word of a document occurs, by field. ``memo`` keeps what compiled terms
+    found here, so a term or entity shared by many rules is looked up once."""
 
     def __init__(self, document: Document) -> None:
         tags, authors = document.tags, document.authors
         self.texts = (document.title, document.summary, document.content, *tags, *authors)
         self.texts += (document.link, document.feed)
-        self.tokens = [words(text) if text else [] for text in self.texts]
-        self._counts = len(tags), len(authors)
-        self._unscoped_end = unscoped_end = 3 + len(tags)
-        self.unscoped_words = frozenset(chain.from_iterable(self.tokens[:unscoped_end]))
-        self.all_words = self.unscoped_words.union(*self.tokens[unscoped_end:])
-        self.held: dict[object, bool] = {}
-        self.found: dict[object, list[Span]] = {}
-        self._positions: dict[tuple[str, bool], list[int]] = {}
-        self._memo: dict[object, object] = {}
+        self.streams = folded_streams(self.texts)
+        self.tokens = [stream.split() for stream in self.streams]
+        self._ranges = _value_ranges(len(tags), len(authors))
+        self._words: dict[str | None, frozenset[str]] = {}
+        self._streams: dict[str | None, str] = {}  # scope -> its streams joined, see _stream
+        self._positions: dict[tuple[str, str | None, bool], list[int]] = {}
+        self.memo: dict[object, Any] = {}
 
     def remember(self, key: tuple[object, ...], compute: Callable[[], T]) -> T:
         """``compute()``, once per document and ``key`` (a tuple naming what it derives)."""
         try:
-            return cast(T, self._memo[key])
+            return cast(T, self.memo[key])
         except KeyError:
-            found = self._memo[key] = compute()
+            found = self.memo[key] = compute()
             return found
 
     # --- scopes: None (the unscoped fields) or one field name ---------------------------------
 
-    @lazy
-    def _ranges(self) -> dict[str | None, Span]:
-        return _value_ranges(*self._counts)
-
     def words_in(self, scope: str | None) -> frozenset[str]:
         """The folded words of ``scope``'s values."""
-        if scope is None:
-            return self.unscoped_words
-        tokens = self.tokens[self.value_range(scope)]
-        return self.remember(("words", scope), lambda: frozenset(chain.from_iterable(tokens)))
+        found = self._words.get(scope)
+        if found is None:
+            found = self._words[scope] = frozenset(chain.from_iterable(self.tokens_in(scope)))
+        return found
+
+    def has_word(self, word: str, scope: str | None) -> bool:
+        """Whether ``word`` (folded) is a word of ``scope``: ``word in words_in(scope)``
+        without building that set, for a document that is asked about few words."""
+        return f" {word} " in self._stream(scope)
+
+    def has_prefix(self, prefix: str, scope: str | None) -> bool:
+        """Whether a folded word of ``scope`` starts with ``prefix`` (itself a folded word)."""
+        return " " + prefix in self._stream(scope)
+
+    def _stream(self, scope: str | None) -> str:
+        """``scope``'s folded streams between spaces: every word has a space either side."""
+        found = self._streams.get(scope)
+        if found is None:
+            found = self._streams[scope] = f" {' '.join(self.streams[self.value_range(scope)])} "
+        return found
 
     def value_range(self, scope: str | None) -> slice:
         first, end = self._ranges[scope]
         return slice(first, end)
 
-    def bounds(self, scope: str | None) -> Span:
-        """The positions of ``scope``'s words lie in [low, high)."""
-        first, end = self._ranges[scope]
-        return first * STRIDE, end * STRIDE
-
     @lazy
-    def pairs(self) -> frozenset[tuple[str, str]]:
-        """Every two words in a row within one field value."""
-        others = map(pairwise, self.tokens[self._unscoped_end :])
-        return self.unscoped_pairs.union(*others)
+    def unscoped_words(self) -> frozenset[str]:
+        """The words of the fields a term reads by default."""
+        return self.words_in(None)
 
     @lazy
     def unscoped_pairs(self) -> frozenset[tuple[str, str]]:
         """Two words in a row within one value of the fields a term reads by default."""
-        unscoped = self.tokens[: self._unscoped_end]
-        return frozenset(chain.from_iterable(map(pairwise, unscoped)))
+        return frozenset(chain.from_iterable(map(pairwise, self.tokens_in(None))))
+
+    def tokens_in(self, scope: str | None) -> list[list[str]]:
+        """The words of each of ``scope``'s values."""
+        return self.tokens[self.value_range(scope)]
 
     # --- positions, built on first use --------------------------------------------------------
 
-    def positions_of(self, word: str, *, exact: bool = False) -> list[int]:
-        """Where ``word`` (folded, or with its case when ``exact``) occurs, ascending."""
-        found = self._positions.get((word, exact))
+    def positions_of(self, word: str, scope: str | None, *, exact: bool = False) -> list[int]:
+        """Where ``word`` (folded, or with its case when ``exact``) occurs in ``scope``,
+        ascending."""
+        key = (word, scope, exact)
+        found = self._positions.get(key)
         if found is None:
-            found = self._positions[word, exact] = self._scan(word, exact=exact)
+            found = self._positions[key] = self._scan(word, scope, exact=exact)
         return found
 
-    def _scan(self, word: str, *, exact: bool) -> list[int]:
-        # list.index scans in C: cheaper than indexing every word of every article when
-        # only a few phrases need positions.
+    def _scan(self, word: str, scope: str | None, *, exact: bool) -> list[int]:
+        values = self.exact_tokens if exact else self.tokens
         found: list[int] = []
-        for value, tokens in enumerate(self.exact_tokens if exact else self.tokens):
-            if word in tokens:
-                offset = tokens.index(word)
-                while True:
-                    found.append(value * STRIDE + offset)
-                    try:
-                        offset = tokens.index(word, offset + 1)
-                    except ValueError:
-                        break
+        for value in range(*self._ranges[scope]):
+            tokens = values[value]
+            if word in tokens:  # most values do not have it
+                found += _occurrences(tokens, word, value * STRIDE)
         return found
+
+    def positions_within(
+        self, word: str, scope: str | None, window: Span, *, exact: bool = False
+    ) -> list[int]:
+        """``positions_of`` in ``window``: positions [low, high) inside one value."""
+        low, high = window
+        value, offset = divmod(low, STRIDE)
+        first, end = self._ranges[scope]
+        if not first <= value < end:
+            return []
+        tokens = (self.exact_tokens if exact else self.tokens)[value][
+            offset : high - value * STRIDE
+        ]
+        return _occurrences(tokens, word, low) if word in tokens else []
 
     @lazy
     def exact_tokens(self) -> list[list[str]]:
-        return [exact_words(text) for text in self.texts]
+        return exact_words_of(self.texts)
 
     def tokens_at(self, position: int, length: int, *, exact: bool) -> list[str]:
         value, offset = divmod(position, STRIDE)
@@ -178,7 +203,7 @@ class TextIndex:
 
     @lazy
     def _sorted_words(self) -> list[str]:
-        return sorted(self.all_words)
+        return sorted(set(chain.from_iterable(self.tokens)))
 
     @lazy
     def _sorted_exact(self) -> list[str]:
@@ -211,7 +236,20 @@ class TextIndex:
         return Hit(field, self.texts[value][start:end], start, end, term, index)
 
 
-def _value_ranges(tags: int, authors: int) -> dict[str | None, Span]:
+def _occurrences(tokens: list[str], word: str, base: int) -> list[int]:
+    """``base`` plus each offset of ``word`` in ``tokens``. list.count and list.index scan in
+    C: cheaper than indexing every word of every article when only a few terms need
+    positions."""
+    found = []
+    offset = -1
+    for _ in range(tokens.count(word)):
+        offset = tokens.index(word, offset + 1)
+        found.append(base + offset)
+    return found
+
+
+@lru_cache(maxsize=256)  # one per count of tags and authors, shared by every document
+def _value_ranges(tags: int, authors: int) -> Mapping[str | None, Span]:
     """Scope -> (first value, end value), for a document with this many tags and authors."""
     link = 3 + tags + authors
     return {

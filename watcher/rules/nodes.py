@@ -8,6 +8,8 @@ TextIndex. No I/O.
     matcher.explain(index)       the node as an Explanation, every part evaluated
     matcher.requirements()       groups of keys such that a document must have a key of
                                  every group for the node to hold: RuleSet's index
+    flatten(matcher) -> Flat     the matcher as RuleSet evaluates it: most terms become a
+                                 key looked up in the keys RuleSet found in the document
 
 Term leaves are interned: every rule that says "black sea" in the title shares one leaf, and
 what it found in a document is kept in that document's memo for the next rule.
@@ -17,26 +19,32 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from bisect import bisect_left, bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain, pairwise
 from typing import Protocol
 
-from watcher.rules.document import Span, TextIndex
+from watcher.rules.document import STRIDE, UNSCOPED, Span, TextIndex
 from watcher.rules.regex import Regex
 from watcher.rules.results import Explanation, Hit
 from watcher.rules.syntax import And, EntityRef, Near, Not, RegexTerm, Syntax, Term
 from watcher.rules.text import exact_words, words
 
-# A key is a folded word; a pair of words that must occur in that order; or "*" and the first
-# letters of a prefix (no word contains "*").
+# A key is something a document has, in one of four forms that no folded word (letters, digits
+# and marks only) can be mistaken for:
+#     "kyiv"            a word of the fields an unscoped term reads (title, summary, ...)
+#     ("black", "sea")  two words in a row within one value of those fields
+#     "*san"            HEAD and the first letters of a word of those fields
+#     "title:kyiv"      a word of one field: field, ":", word
 Key = str | tuple[str, str]
 Keys = frozenset[Key]
 Requirements = list[Keys]  # all of these groups, a key of each; [] requires nothing
 Names = tuple[tuple[str, ...], tuple[str, ...]]  # an entity's (names, exact names)
+HEAD = "*"
 HEAD_MAX = 3  # a prefix is indexed by this many first letters (fewer if it is shorter)
+_UNSCOPED_INDEX = frozenset({None, *UNSCOPED})  # the scopes whose words the plain keys cover
+_FIELD = ":"
 
 # Words too common to be worth indexing a rule by when it has another term to offer.
 _COMMON = frozenset(
@@ -48,7 +56,7 @@ _COMMON = frozenset(
 
 
 class Matcher(Protocol):
-    def found(self, index: TextIndex) -> list[Contribution] | None: ...
+    def found(self, index: TextIndex) -> Sequence[Contribution] | None: ...
 
     def holds(self, index: TextIndex) -> bool: ...
 
@@ -72,7 +80,12 @@ class Leaf(Matcher, Protocol):
 class WordLeaf(Leaf, Protocol):
     """A term found at word positions: it can stand on either side of NEAR."""
 
+    @property
+    def length(self) -> int: ...  # the words a span of it covers
+
     def find(self, index: TextIndex) -> Sequence[Span]: ...
+
+    def find_within(self, index: TextIndex, window: Span) -> Sequence[Span]: ...
 
 
 # A term that made a node hold, with the spans that counted (None: wherever it occurs).
@@ -102,6 +115,15 @@ class _WordLeafBase(ABC):
     def find(self, index: TextIndex) -> Sequence[Span]:
         """Where the term occurs, as word spans."""
 
+    def find_within(self, index: TextIndex, window: Span) -> Sequence[Span]:
+        """The spans of ``find`` that start in ``window`` (positions inside one value)."""
+        low, high = window
+        return [span for span in self.find(index) if low <= span[0] < high]
+
+    @property
+    def length(self) -> int:
+        return 1
+
     @abstractmethod
     def requirements(self) -> Requirements:
         """The words a document must contain for the term to hold (the RuleSet's index)."""
@@ -109,8 +131,8 @@ class _WordLeafBase(ABC):
     def holds(self, index: TextIndex) -> bool:
         return bool(self.find(index))
 
-    def found(self, index: TextIndex) -> list[Contribution] | None:
-        return [(self, None)] if self.holds(index) else None
+    def found(self, index: TextIndex) -> Sequence[Contribution] | None:
+        return ((self, None),) if self.holds(index) else None
 
     def hits(self, index: TextIndex, spans: Sequence[Span] | None = None) -> list[Hit]:
         found = self.find(index) if spans is None else spans
@@ -123,10 +145,6 @@ class _WordLeafBase(ABC):
 
     def _absent(self) -> str:
         return f"not found in {self.scope}" if self.scope else "not found"
-
-    def _spans(self, index: TextIndex, positions: Sequence[int], length: int) -> list[Span]:
-        low, high = index.bounds(self.scope)
-        return [(p, p + length) for p in positions if low <= p < high]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -145,10 +163,13 @@ class _Word(_WordLeafBase):
         return self.word in index.words_in(self.scope)
 
     def find(self, index: TextIndex) -> Sequence[Span]:
-        return self._spans(index, index.positions_of(self.word), 1)
+        return [(p, p + 1) for p in index.positions_of(self.word, self.scope)]
+
+    def find_within(self, index: TextIndex, window: Span) -> Sequence[Span]:
+        return [(p, p + 1) for p in index.positions_within(self.word, self.scope, window)]
 
     def requirements(self) -> Requirements:
-        return [frozenset({self.word})]
+        return [frozenset({_word_key(self.word, self.scope)})]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -162,36 +183,63 @@ class _Phrase(_WordLeafBase):
     words: tuple[str, ...]  # folded: all must be present before positions are looked at
     exact: tuple[str, ...] | None
     memo_key: object
+    # Two words in any case, unscoped (most names): one lookup in the document's pairs.
+    pair: tuple[str, str] | None
+    sought: list[str]  # ``exact`` or ``words``, as a list: what the index's tokens compare to
 
     def holds(self, index: TextIndex) -> bool:
-        if self.exact is None and self.scope is None and len(self.words) == 2:
-            return (self.words[0], self.words[1]) in index.unscoped_pairs  # most names
+        if self.pair is not None:
+            return self.pair in index.unscoped_pairs
         return bool(self.find(index))
 
     def find(self, index: TextIndex) -> Sequence[Span]:
-        present = index.words_in(self.scope)
-        for word in self.words:
-            if word not in present:
-                return ()
-        found = index.found.get(self.memo_key)
+        if not self._possible(index):
+            return ()
+        found: list[Span] | None = index.memo.get(self.memo_key)
         if found is None:
-            found = index.found[self.memo_key] = self._find(index)
+            found = index.memo[self.memo_key] = self._find(index)
         return found
 
+    def _possible(self, index: TextIndex) -> bool:
+        """Whether the document has each word, before positions are looked at. Not asked of
+        a pair, whose places are only looked for once it is known to hold (a NEAR, a hit):
+        building the document's pairs would cost more than the places of its first word."""
+        if self.pair is not None:
+            return True
+        return all(index.has_word(word, self.scope) for word in self.words)
+
     def _find(self, index: TextIndex) -> list[Span]:
-        sought = list(self.exact or self.words)
         exact = self.exact is not None
-        starts = self._spans(index, index.positions_of(sought[0], exact=exact), len(sought))
-        if len(sought) == 1:
-            return starts
-        return [
-            span for span in starts if index.tokens_at(span[0], len(sought), exact=exact) == sought
-        ]
+        return self._spans(index, index.positions_of(self.sought[0], self.scope, exact=exact))
+
+    def find_within(self, index: TextIndex, window: Span) -> Sequence[Span]:
+        if not self._possible(index):
+            return ()
+        exact = self.exact is not None
+        first = self.sought[0]
+        return self._spans(index, index.positions_within(first, self.scope, window, exact=exact))
+
+    def _spans(self, index: TextIndex, starts: list[int]) -> list[Span]:
+        """The spans of the phrase at ``starts``, where its first word is."""
+        sought, length = self.sought, len(self.sought)
+        if length > 1:
+            exact = self.exact is not None
+            starts = [p for p in starts if index.tokens_at(p, length, exact=exact) == sought]
+        return [(p, p + length) for p in starts]
+
+    @property
+    def length(self) -> int:
+        return len(self.sought)
 
     def requirements(self) -> Requirements:
-        if len(self.words) == 1:  # an exact word
-            return [frozenset(self.words)]
-        return [frozenset({pair}) for pair in dict.fromkeys(pairwise(self.words))]
+        groups: Requirements = []
+        if self.scope is not None or len(self.words) == 1:  # each word, in its field
+            groups += [
+                frozenset({_word_key(word, self.scope)}) for word in dict.fromkeys(self.words)
+            ]
+        if self.scope in _UNSCOPED_INDEX:  # and each two in a row: kept for those fields
+            groups += [frozenset({pair}) for pair in dict.fromkeys(pairwise(self.words))]
+        return groups
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -207,19 +255,26 @@ class _Prefix(_WordLeafBase):
     exact: bool
     memo_key: object
 
+    def holds(self, index: TextIndex) -> bool:
+        if self.exact:
+            return bool(self.find(index))
+        return index.has_prefix(self.prefix, self.scope)
+
     def find(self, index: TextIndex) -> Sequence[Span]:
-        found = index.found.get(self.memo_key)
+        found: list[Span] | None = index.memo.get(self.memo_key)
         if found is None:
-            found = index.found[self.memo_key] = self._find(index)
+            found = index.memo[self.memo_key] = self._find(index)
         return found
 
     def _find(self, index: TextIndex) -> list[Span]:
         matching = index.with_prefix(self.prefix, exact=self.exact)
-        positions = chain.from_iterable(index.positions_of(w, exact=self.exact) for w in matching)
-        return self._spans(index, sorted(positions), 1)
+        found = (index.positions_of(word, self.scope, exact=self.exact) for word in matching)
+        return [(p, p + 1) for p in sorted(chain.from_iterable(found))]
 
     def requirements(self) -> Requirements:
-        return [frozenset({"*" + self.folded[:HEAD_MAX]})]
+        if self.scope not in _UNSCOPED_INDEX:
+            return []  # no first letters are kept for those fields: evaluated when selected
+        return [frozenset({HEAD + self.folded[:HEAD_MAX]})]
 
     def _absent(self) -> str:
         where = f" in {self.scope}" if self.scope else ""
@@ -237,14 +292,14 @@ class _Regex:
     regex: Regex
 
     def holds(self, index: TextIndex) -> bool:
-        held = index.held.get(self)
+        held: bool | None = index.memo.get(self)
         if held is None:
             found = (self.regex.search(index.regex_text(value)) for value in self._values(index))
-            held = index.held[self] = any(match is not None for match in found)
+            held = index.memo[self] = any(match is not None for match in found)
         return held
 
-    def found(self, index: TextIndex) -> list[Contribution] | None:
-        return [(self, None)] if self.holds(index) else None
+    def found(self, index: TextIndex) -> Sequence[Contribution] | None:
+        return ((self, None),) if self.holds(index) else None
 
     def hits(self, index: TextIndex, spans: Sequence[Span] | None = None) -> list[Hit]:
         return [
@@ -275,19 +330,29 @@ class _Entity:
     """``@id``: any of its names (any case) or exact names; every one found is reported."""
 
     description: str
+    scope: str | None
     leaves: tuple[WordLeaf, ...]
     memo_key: object
+    # A word (in scope) or two words in a row (unscoped) that a document has if any name
+    # holds: most entities are absent, and two set operations say so without the names.
+    words: frozenset[str]
+    pairs: frozenset[tuple[str, str]]
 
     def holds(self, index: TextIndex) -> bool:
-        held = index.held.get(self.memo_key)
-        if held is None:
-            held = index.held[self.memo_key] = any(leaf.holds(index) for leaf in self.leaves)
-        return held
+        return self.found(index) is not None
 
-    def found(self, index: TextIndex) -> list[Contribution] | None:
-        if not self.holds(index):
-            return None
-        return [(leaf, None) for leaf in self.leaves if leaf.holds(index)]
+    def found(self, index: TextIndex) -> Sequence[Contribution] | None:
+        # Popular entities appear in many rules: what they found is kept for the next one.
+        found: tuple[Contribution, ...] | None = index.memo.get(self.memo_key)
+        if found is None:
+            if self.words.isdisjoint(index.words_in(self.scope)) and (
+                not self.pairs or self.pairs.isdisjoint(index.unscoped_pairs)
+            ):
+                found = ()
+            else:
+                found = tuple([(leaf, None) for leaf in self.leaves if leaf.holds(index)])
+            index.memo[self.memo_key] = found
+        return found or None  # an entity that holds has found one of its names
 
     def explain(self, index: TextIndex) -> Explanation:
         found = self.found(index)
@@ -306,7 +371,7 @@ class _All:
     def holds(self, index: TextIndex) -> bool:
         return all(part.holds(index) for part in self.parts)
 
-    def found(self, index: TextIndex) -> list[Contribution] | None:
+    def found(self, index: TextIndex) -> Sequence[Contribution] | None:
         collected: list[Contribution] = []
         for part in self.parts:
             found = part.found(index)
@@ -330,13 +395,13 @@ class _Any:
     def holds(self, index: TextIndex) -> bool:
         return any(branch.holds(index) for branch in self.branches)
 
-    def found(self, index: TextIndex) -> list[Contribution] | None:
+    def found(self, index: TextIndex) -> Sequence[Contribution] | None:
         # No short cut after the first branch: the alert names every branch that was present.
-        collected: list[Contribution] | None = None
+        collected: Sequence[Contribution] | None = None
         for branch in self.branches:
             found = branch.found(index)
             if found is not None:
-                collected = [*(collected or ()), *found]
+                collected = found if collected is None else (*collected, *found)
         return collected
 
     def explain(self, index: TextIndex) -> Explanation:
@@ -354,8 +419,8 @@ class _Not:
     def holds(self, index: TextIndex) -> bool:
         return not self.child.holds(index)
 
-    def found(self, index: TextIndex) -> list[Contribution] | None:
-        return None if self.child.holds(index) else []
+    def found(self, index: TextIndex) -> Sequence[Contribution] | None:
+        return None if self.child.holds(index) else ()
 
     def explain(self, index: TextIndex) -> Explanation:
         explained = self.child.explain(index)
@@ -375,31 +440,45 @@ class _Near:
     distance: int
     left_leaves: tuple[WordLeaf, ...]
     right_leaves: tuple[WordLeaf, ...]
+    anchor_left: bool  # whether the left side is expected rarer: its places are looked up
 
     def holds(self, index: TextIndex) -> bool:
         return self.found(index) is not None
 
-    def found(self, index: TextIndex) -> list[Contribution] | None:
+    def found(self, index: TextIndex) -> Sequence[Contribution] | None:
         if not (self.left.holds(index) and self.right.holds(index)):
             return None
-        return index.remember(("near", self), lambda: self._pairs(index)) or None
+        return self.close(index, self.left_leaves, self.right_leaves)
 
-    def _pairs(self, index: TextIndex) -> list[Contribution]:
-        """Each leaf of either side with the spans that have a partner on the other side."""
-        left = [(leaf, span) for leaf in self.left_leaves for span in leaf.find(index)]
-        right = sorted(
-            ((span, leaf) for leaf in self.right_leaves for span in leaf.find(index)),
-            key=lambda found: found[0],
-        )
-        starts = [span[0] for span, _ in right]
-        longest = max((end - start for (start, end), _ in right), default=0)
+    def close(
+        self, index: TextIndex, left: Sequence[WordLeaf], right: Sequence[WordLeaf]
+    ) -> Sequence[Contribution] | None:
+        """``found``, once ``left`` and ``right`` are known to be the leaves of each side
+        that hold (or to include them): the others need not be looked for."""
+        found: list[Contribution] | None = index.memo.get(self)
+        if found is None:
+            found = index.memo[self] = self._pairs(index, left, right)
+        return found or None
+
+    def _pairs(
+        self, index: TextIndex, left: Sequence[WordLeaf], right: Sequence[WordLeaf]
+    ) -> list[Contribution]:
+        """Each leaf of either side with the spans that have a partner on the other side.
+        The anchor side's places are looked up in full, the other side's only around them:
+        a few words, not the whole document."""
+        anchors, others = (left, right) if self.anchor_left else (right, left)
+        distance = self.distance
+        reach = distance + max(other.length for other in others)
         used: dict[WordLeaf, dict[Span, None]] = {}
-        for leaf, (start, end) in left:
-            low = bisect_left(starts, start - self.distance - longest)
-            for other_span, other in right[low : bisect_right(starts, end + self.distance)]:
-                if 0 <= _words_between((start, end), other_span) <= self.distance:
-                    used.setdefault(leaf, {})[(start, end)] = None
-                    used.setdefault(other, {})[other_span] = None
+        for leaf in anchors:
+            for span in leaf.find(index):
+                start, end = span
+                window = (max(start - reach, start - start % STRIDE), end + distance + 1)
+                for other in others:
+                    for other_span in other.find_within(index, window):
+                        if 0 <= _words_between(span, other_span) <= distance:
+                            used.setdefault(leaf, {})[span] = None
+                            used.setdefault(other, {})[other_span] = None
         order = self.left_leaves + self.right_leaves
         return [(leaf, sorted(used[leaf])) for leaf in dict.fromkeys(order) if leaf in used]
 
@@ -425,6 +504,15 @@ def _words_between(one: Span, other: Span) -> int:
     return -1
 
 
+def terms(leaves: Iterable[Leaf]) -> tuple[str, ...]:
+    """What a match reports: the labels of ``leaves`` in order, each term once. Repeats are
+    judged on the normalised words, so "nato OR NATO" reports one term."""
+    labels: dict[tuple[str, ...], str] = {}
+    for leaf in leaves:
+        labels.setdefault(leaf.key, leaf.label)
+    return tuple(labels.values())
+
+
 # ---------------------------------------------------------------------------------------------
 # Requirements: what RuleSet indexes rules by.
 
@@ -446,28 +534,149 @@ def _either(options: Sequence[Matcher]) -> Requirements:
 
 
 def _simplest(group: set[Key]) -> Keys:
-    """``group`` without the pairs it need not list: a pair implies each of its words."""
-    return frozenset(
-        key for key in group if not (isinstance(key, tuple) and not group.isdisjoint(key))
-    )
+    """``group`` without the keys it need not list: those that imply another of its keys."""
+    return frozenset(key for key in group if group.isdisjoint(_implied(key)))
+
+
+def _implied(key: Key) -> tuple[Key, ...]:
+    """The other keys a document has whenever it has ``key``."""
+    if isinstance(key, tuple):
+        return key  # two words in a row: each word
+    field = field_key(key)
+    return (field[1],) if field is not None and field[0] in UNSCOPED else ()
+
+
+def words_of(group: Keys) -> set[str]:
+    """The words ``group``'s keys are about. Two groups about one word say much the same:
+    "black sea" anywhere and "sea" in the title are seldom one without the other."""
+    found: set[str] = set()
+    for key in group:
+        if isinstance(key, tuple):
+            found.update(key)
+        elif not key.startswith(HEAD):
+            field = field_key(key)
+            found.add(key if field is None else field[1])
+    return found
+
+
+def _word_key(word: str, scope: str | None) -> str:
+    return word if scope is None else f"{scope}{_FIELD}{word}"
+
+
+def field_key(key: str) -> tuple[str, str] | None:
+    """(field, word) for a key of one field's word, else None."""
+    field, colon, word = key.partition(_FIELD)
+    return (field, word) if colon else None
 
 
 def _key_cost(key: Key) -> float:
     """How often a document is expected to have ``key``: a guess without statistics."""
     if isinstance(key, tuple):
         return 0.5  # two words in a row: rarer than either
-    if key.startswith("*"):
+    if key.startswith(HEAD):
         return 4.0  # a prefix's first letters are shared by many words
-    if key in _COMMON:
+    field = field_key(key)
+    word = key if field is None else field[1]  # rarer in one field, but by how much?
+    if word in _COMMON:
         return 8.0
-    return 1.0 + 4.0 / len(key)
+    return 1.0 + 4.0 / len(word)
 
 
 def cost(group: Keys, uses: Mapping[Key, int]) -> float:
     """How often a document is expected to satisfy ``group``: lower is more selective.
     ``uses`` counts the rules that need each key; a key many rules need is taken for a
-    popular subject, one that many articles have too."""
-    return sum(_key_cost(key) * math.log2(2 + uses.get(key, 0)) for key in group)
+    popular subject, one that many articles have too (a word of one field counts the rules
+    that need the word anywhere)."""
+    return sum(_key_cost(key) * math.log2(2 + _uses(key, uses)) for key in group)
+
+
+def _uses(key: Key, uses: Mapping[Key, int]) -> int:
+    found = uses.get(key, 0)
+    if isinstance(key, str) and (field := field_key(key)) is not None:
+        found += uses.get(field[1], 0)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Flat rules: what RuleSet evaluates. The tree costs a call per node, per rule; most rules are
+# an AND of ORs of terms, whose terms mostly hold exactly when the document has a key (a word,
+# two words in a row), and RuleSet has looked up every key its rules need at once.
+
+# A term, and its probe: a key that a document has exactly when the term holds, or None when
+# the term itself must be asked.
+Atom = tuple[Key | None, Leaf]
+Clause = tuple[Atom, ...]  # terms of which one must hold; every one that holds is reported
+
+
+@dataclass(frozen=True, slots=True)
+class Flat:
+    """A matcher as an AND, in query order, of clauses (its ORs of terms and entities), of
+    NEARs, and of the matchers that do not flatten (an OR of ANDs...), which report as in the
+    tree; ``excluded`` are terms that rule a document out (its NOTs of terms). ``distinct``:
+    no two terms report the same words, so the terms found need no de-duplication."""
+
+    parts: tuple[Clause | Proximity | Matcher, ...]
+    excluded: Clause
+    distinct: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Proximity:
+    """A NEAR, and the probes of each side's terms (as for a clause): where a side has none
+    of its terms, the places of the other side's need not be looked up."""
+
+    near: _Near
+    left: tuple[tuple[Key | None, WordLeaf], ...]  # each of near.left_leaves, with its probe
+    right: tuple[tuple[Key | None, WordLeaf], ...]
+
+
+def flatten(matcher: Matcher) -> Flat:
+    """``matcher`` as a Flat: it holds and reports exactly as ``matcher.found`` does."""
+    parts = matcher.parts if isinstance(matcher, _All) else (matcher,)
+    flat: list[Clause | Proximity | Matcher] = []
+    excluded: list[Atom] = []
+    for part in parts:
+        clause = _clause(part)
+        negated = _clause(part.child) if isinstance(part, _Not) else None
+        if negated is not None:
+            excluded += negated
+        elif clause is not None:
+            flat.append(clause)
+        elif isinstance(part, _Near):
+            flat.append(_proximity(part))
+        else:
+            flat.append(part)
+    reported = [leaf.key for part in flat for _, leaf in (part if isinstance(part, tuple) else ())]
+    distinct = all(isinstance(part, tuple) for part in flat) and len(set(reported)) == len(reported)
+    return Flat(tuple(flat), tuple(excluded), distinct)
+
+
+def _proximity(near: _Near) -> Proximity:
+    left = tuple((_probe(leaf), leaf) for leaf in near.left_leaves)
+    return Proximity(near, left, tuple((_probe(leaf), leaf) for leaf in near.right_leaves))
+
+
+def _clause(matcher: Matcher) -> Clause | None:
+    """``matcher`` as a clause, if it is a term, an entity or an OR of those."""
+    if isinstance(matcher, _Entity):
+        return tuple((_probe(leaf), leaf) for leaf in matcher.leaves)
+    if isinstance(matcher, _Any):
+        clauses = [_clause(branch) for branch in matcher.branches]
+        if any(clause is None for clause in clauses):
+            return None
+        return tuple(atom for clause in clauses if clause is not None for atom in clause)
+    if isinstance(matcher, _WordLeafBase | _Regex):
+        return ((_probe(matcher), matcher),)
+    return None
+
+
+def _probe(leaf: Leaf) -> Key | None:
+    """A key that a document has exactly when ``leaf`` holds, if there is one."""
+    if isinstance(leaf, _Word):
+        return _word_key(leaf.word, leaf.scope)
+    if isinstance(leaf, _Phrase):
+        return leaf.pair
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,7 +695,10 @@ def build(node: Syntax, entities: Mapping[str, Names]) -> Matcher:
         return _Not(build(node.child, entities))
     if isinstance(node, Near):
         left, right = build(node.left, entities), build(node.right, entities)
-        return _Near(left, right, node.distance, _word_leaves(left), _word_leaves(right))
+        anchor_left = _rarity(left) <= _rarity(right)
+        return _Near(
+            left, right, node.distance, _word_leaves(left), _word_leaves(right), anchor_left
+        )
     if isinstance(node, And):
         return _All(tuple(build(part, entities) for part in node.parts))
     return _Any(tuple(build(branch, entities) for branch in node.branches))
@@ -502,7 +714,18 @@ def entity_leaves(names: Names, scope: str | None) -> tuple[WordLeaf, ...]:
 
 def _entity(node: EntityRef, names: Names) -> _Entity:
     leaves = entity_leaves(names, node.scope)
-    return _Entity(node.describe(), leaves, _shared("entity", leaves))
+    words: set[str] = set()
+    pairs: set[tuple[str, str]] = set()
+    for leaf in leaves:
+        if isinstance(leaf, _Phrase) and leaf.pair is not None:
+            pairs.add(leaf.pair)
+        else:  # every name is a word or a phrase (of one word, when exact)
+            assert isinstance(leaf, _Word | _Phrase)
+            words.add(leaf.word if isinstance(leaf, _Word) else leaf.words[0])
+    memo_key = _shared("entity", leaves)
+    return _Entity(
+        node.describe(), node.scope, leaves, memo_key, frozenset(words), frozenset(pairs)
+    )
 
 
 def _name(name: str, *, exact: bool, scope: str | None) -> WordLeaf | None:
@@ -535,7 +758,14 @@ def _term(
         return _Word(label, ("w", *folded), description, scope, folded[0])
     key = ("=", *exact) if exact else ("w", *folded)
     memo_key = _shared("phrase", folded, exact, scope)
-    return _Phrase(label, key, description, scope, folded, exact, memo_key)
+    pair = (folded[0], folded[1]) if exact is None and scope is None and len(folded) == 2 else None
+    compared = list(exact or folded)
+    return _Phrase(label, key, description, scope, folded, exact, memo_key, pair, compared)
+
+
+def _rarity(matcher: Matcher) -> float:
+    """How often a document is expected to have what ``matcher`` needs (see ``cost``)."""
+    return min((cost(group, {}) for group in matcher.requirements()), default=math.inf)
 
 
 def _word_leaves(matcher: Matcher) -> tuple[WordLeaf, ...]:

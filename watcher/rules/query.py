@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from watcher.errors import RuleError
 from watcher.rules.document import Document, TextIndex
-from watcher.rules.nodes import Contribution, Matcher, Names, build, entity_leaves
+from watcher.rules.nodes import Contribution, Matcher, Names, build, entity_leaves, terms
 from watcher.rules.results import Explanation, Hit
 from watcher.rules.syntax import Syntax, entity_refs, needs_a_term, parse
 
@@ -43,18 +43,7 @@ class Query:
 
     def match(self, document: Document) -> tuple[str, ...]:
         """The terms that made ``document`` match, in query order without repeats; () if none."""
-        return self.terms_in(document.index)
-
-    def terms_in(self, index: TextIndex) -> tuple[str, ...]:
-        """``match`` for a document's index (RuleSet shares one index among its rules)."""
-        found = self.matcher.found(index)
-        if not found:
-            return ()
-        # Repeats are judged on the normalised words, so "nato OR NATO" reports one term.
-        labels: dict[tuple[str, ...], str] = {}
-        for leaf, _ in found:
-            labels.setdefault(leaf.key, leaf.label)
-        return tuple(labels.values())
+        return terms(leaf for leaf, _ in self.matcher.found(document.index) or ())
 
     def hits(self, document: Document) -> tuple[Hit, ...]:
         """Where the terms that made ``document`` match were found; () if it does not match.
@@ -67,7 +56,7 @@ class Query:
         return self.matcher.explain(document.index)
 
 
-def _distinct_hits(index: TextIndex, found: list[Contribution]) -> tuple[Hit, ...]:
+def _distinct_hits(index: TextIndex, found: Sequence[Contribution]) -> tuple[Hit, ...]:
     hits: dict[tuple[str, int, int, int], Hit] = {}
     for leaf, spans in found:
         for hit in leaf.hits(index, spans):
