@@ -282,6 +282,7 @@ class Config:
     policies: Mapping[str, ChannelPolicy] = field(default_factory=dict)  # channel -> policy
     templates: Templates = field(default_factory=Templates)  # defaults + channels' overrides
     secrets: frozenset[str] = frozenset()  # values never to be logged: channel URLs, ${...}
+    _rules_by_name: Mapping[str, Rule] = field(default_factory=dict, init=False, repr=False)
 
     def policy(self, channel: str) -> ChannelPolicy:
         return self.policies.get(channel, ChannelPolicy())
@@ -293,8 +294,12 @@ class Config:
             settings.health_failures, settings.health_after, settings.health_channels
         )
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_rules_by_name", {rule.name: rule for rule in self.rules})
+
     def rule(self, name: str) -> Rule | None:
-        return next((rule for rule in self.rules if rule.name == name), None)
+        """The rule of that name (asked for every delivery: a dict, not a scan of 10,000)."""
+        return self._rules_by_name.get(name)
 
     def shown_url(self, feed: FeedConfig) -> str:
         """The feed URL as the file spells it: a token read from ``${VAR}`` stays hidden."""
