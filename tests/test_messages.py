@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 
 import pytest
 
+from tests.samples import DELIVERY
 from watcher.errors import WatcherError
 from watcher.messages import (
     DEFAULTS,
@@ -21,19 +22,6 @@ from watcher.messages import (
 )
 from watcher.models import Delivery
 
-DELIVERY = Delivery(
-    id=1,
-    channel="newsroom",
-    attempts=0,
-    rule="nato-ukraine",
-    terms=("NATO", "Kyiv"),
-    feed_id="world",
-    feed_title="World news",
-    title="NATO ministers meet in Kyiv",
-    link="https://example.org/story",
-    published_at=datetime(2026, 11, 27, 9, 30, tzinfo=UTC),
-    summary="Ministers met. " * 60,
-)
 BARE = replace(
     DELIVERY, terms=(), feed_title=None, title="", link=None, published_at=None, summary=""
 )

@@ -19,27 +19,13 @@ from pydantic import SecretStr
 from requests import Response
 from requests.adapters import HTTPAdapter
 
+from tests.samples import DELIVERY
 from tests.servers import Receiver
 from watcher.errors import NotifyError
 from watcher.messages import Batch, Format, Health, Templates
-from watcher.models import Delivery
 from watcher.notify import Channels, mask
 
 pytestmark = pytest.mark.anyio
-
-DELIVERY = Delivery(
-    id=1,
-    channel="newsroom",
-    attempts=0,
-    rule="nato-ukraine",
-    terms=("NATO", "Kyiv"),
-    feed_id="world",
-    feed_title="World news",
-    title="NATO ministers meet in Kyiv",
-    link="https://example.org/story",
-    published_at=datetime(2026, 11, 27, 9, 30, tzinfo=UTC),
-    summary="Ministers met. " * 60,
-)
 
 
 def channels(**urls: str) -> Channels:
