@@ -391,26 +391,37 @@ def due_feeds(store: Store, n: int) -> list[str]:
 def test_two_instances_never_claim_the_same_feed(store: Store) -> None:
     ids = due_feeds(store, 5)
     until = NOW + timedelta(days=1)
-    first = store.claim_feeds("a", now=NOW, until=until, limit=3)
-    second = store.claim_feeds("b", now=NOW, until=until, limit=10)
+    first = list(store.claim_feeds("a", now=NOW, until=until, limit=3))
+    second = list(store.claim_feeds("b", now=NOW, until=until, limit=10))
     assert len(first) == 3
     assert sorted(first + second) == sorted(ids)  # the configured feeds, each once
-    assert store.claim_feeds("c", now=NOW, until=until, limit=10) == []
+    assert store.claim_feeds("c", now=NOW, until=until, limit=10) == {}
     # a recorded poll releases the feed, due again at its next time
     store.record_success(first[0], now=NOW, outcome="ok", next_poll_at=NOW + timedelta(hours=1))
-    assert store.claim_feeds("c", now=NOW + timedelta(minutes=59), until=until, limit=10) == []
+    assert store.claim_feeds("c", now=NOW + timedelta(minutes=59), until=until, limit=10) == {}
     later = NOW + timedelta(hours=1)
-    assert store.claim_feeds("c", now=later, until=until, limit=10) == [first[0]]
+    assert list(store.claim_feeds("c", now=later, until=until, limit=10)) == [first[0]]
+
+
+def test_a_claim_brings_what_the_poll_needs_to_know(store: Store) -> None:
+    polled, fresh = due_feeds(store, 2)
+    store.record_success(
+        polled, now=NOW, outcome="ok", next_poll_at=NOW, etag='"e1"', body_hash="h"
+    )
+    claimed = store.claim_feeds("a", now=NOW, until=NOW + timedelta(minutes=1), limit=10)
+    assert claimed == {polled: store.feed_state(polled), fresh: store.feed_state(fresh)}
+    assert (claimed[polled].etag, claimed[polled].body_hash) == ('"e1"', "h")
+    assert claimed[polled].baselined and not claimed[fresh].baselined
 
 
 def test_a_dead_instances_feeds_are_taken_over_when_its_lease_runs_out(store: Store) -> None:
     due_feeds(store, 2)
     lease = timedelta(seconds=30)
-    held = store.claim_feeds("dead", now=NOW, until=NOW + lease, limit=1)
+    held = list(store.claim_feeds("dead", now=NOW, until=NOW + lease, limit=1))
     store.claim_feeds("alive", now=NOW, until=NOW + lease, limit=1)
     store.renew_leases("alive", NOW + 2 * lease)  # the live one keeps renewing; the dead one
     later = NOW + lease + timedelta(seconds=1)
-    assert store.claim_feeds("other", now=later, until=later + lease, limit=10) == held
+    assert list(store.claim_feeds("other", now=later, until=later + lease, limit=10)) == held
     assert store.next_due(later) == NOW + 2 * lease  # when the live one's lease would end
 
 
@@ -430,7 +441,7 @@ def test_a_clean_stop_hands_everything_back(store: Store) -> None:
 def test_a_feed_removed_from_the_config_is_no_longer_polled(store: Store) -> None:
     store.sync_feeds([("world", "https://example.org/world.xml")], NOW)  # "local" is gone
     later = NOW + timedelta(days=1)
-    assert store.claim_feeds("a", now=later, until=later, limit=10) == ["world"]
+    assert list(store.claim_feeds("a", now=later, until=later, limit=10)) == ["world"]
 
 
 def test_a_periodic_job_runs_once_per_period_across_instances(store: Store) -> None:

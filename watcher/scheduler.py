@@ -81,7 +81,9 @@ async def _pipeline(config: Config, *, sole: bool) -> AsyncIterator[Pipeline]:
     )
     try:
         async with make_client(fetch_limits(config)) as client:
-            yield Pipeline(config, store, channels, client, parser=parser)
+            pipeline = Pipeline(config, store, channels, client, parser=parser)
+            await asyncio.to_thread(pipeline.prepare)
+            yield pipeline
     finally:
         parser.close()
         store.close()
@@ -219,14 +221,12 @@ class _Daemon:
         while not self.stopping:
             self._wake.clear()
             free = slots - len(self.polling)
-            claimed: list[str] = []
             try:
-                if free > 0:
-                    claimed = await self._claim(free)
-                if free > 0 and len(claimed) == free:
+                if free > 0 and await self._claim(free) == free:
                     continue  # more may be due: claim again once these are under way
+                # Busy: a finishing poll wakes the loop. Idle: sleep until the next is due.
                 now = pipeline.clock()
-                due = await asyncio.to_thread(pipeline.store.next_due, now)
+                due = None if free <= 0 else await asyncio.to_thread(pipeline.store.next_due, now)
             except WatcherError as exc:  # the database is away: try again shortly
                 log.error("claiming feeds: %s", exc)
                 due = None
@@ -235,7 +235,8 @@ class _Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=min(max(delay, 0.01), idle))
 
-    async def _claim(self, limit: int) -> list[str]:
+    async def _claim(self, limit: int) -> int:
+        """Claim up to ``limit`` due feeds and start polling them; how many were claimed."""
         pipeline = self.pipeline
         now = pipeline.clock()
         claimed = await asyncio.to_thread(
@@ -245,7 +246,7 @@ class _Daemon:
             until=now + pipeline.lease,
             limit=limit,
         )
-        for feed_id in claimed:
+        for feed_id, state in claimed.items():
             feed = self._feeds.get(feed_id)
             if feed is None:  # configured in another instance's config, not in this one's
                 later = now + pipeline.config.settings.default_interval
@@ -253,11 +254,11 @@ class _Daemon:
                     pipeline.store.release_feed, feed_id, pipeline.owner, next_poll_at=later
                 )
                 continue
-            polled = self._guarded(pipeline.poll(feed), f"feed {feed.id}", {"feed": feed.id})
+            polled = self._guarded(pipeline.poll(feed, state), f"feed {feed.id}", {"feed": feed.id})
             task = asyncio.create_task(polled)
             self.polling.add(task)
             task.add_done_callback(self._polled)
-        return claimed
+        return len(claimed)
 
     def _polled(self, task: asyncio.Task[object]) -> None:
         self.polling.discard(task)

@@ -21,9 +21,11 @@ from sqlalchemy import (
     Engine,
     Select,
     and_,
+    bindparam,
     case,
     delete,
     func,
+    insert,
     or_,
     select,
     text,
@@ -169,27 +171,30 @@ class Store:
 
     # leases: several instances share one database; each feed, delivery and job goes to one
 
-    def claim_feeds(self, owner: str, *, now: datetime, until: datetime, limit: int) -> list[str]:
+    def claim_feeds(
+        self, owner: str, *, now: datetime, until: datetime, limit: int
+    ) -> dict[str, FeedState]:
         """Up to ``limit`` feeds due now that no live instance holds, now held by ``owner``
-        until ``until`` (or until their poll is recorded). Rows another transaction is
-        claiming are skipped, not waited for (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite
-        serves a single instance and ignores it)."""
+        until ``until`` (or until their poll is recorded), with what a poll needs to know of
+        each. Rows another transaction is claiming are skipped, not waited for (FOR UPDATE
+        SKIP LOCKED on PostgreSQL; SQLite serves a single instance and ignores it)."""
         query = (
-            select(db.FeedRow.id)
+            select(*_STATE_COLUMNS)
             .where(db.FeedRow.next_poll_at <= now, _free(db.FeedRow.lease_until, now))
             .order_by(db.FeedRow.next_poll_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
         with self._session() as session:
-            ids = list(session.scalars(query))
-            if ids:
+            claimed = {row.id: _state_of(row) for row in session.execute(query)}
+            if claimed:
                 session.execute(
                     update(db.FeedRow)
-                    .where(db.FeedRow.id.in_(ids))
+                    .where(db.FeedRow.id.in_(list(claimed)))
                     .values(lease_owner=owner, lease_until=until)
+                    .execution_options(synchronize_session=False)
                 )
-        return ids
+        return claimed
 
     def next_due(self, now: datetime) -> datetime | None:
         """When the next feed no instance holds is due (or a lease runs out)."""
@@ -256,24 +261,12 @@ class Store:
 
     def feed_state(self, feed_id: str) -> FeedState:
         with self._session() as session:
-            row = session.get(db.FeedRow, feed_id)
+            row = session.execute(
+                select(*_STATE_COLUMNS).where(db.FeedRow.id == feed_id)
+            ).one_or_none()
             if row is None:
                 raise StorageError(f"feed {feed_id!r} is not in the database")
-            return FeedState(
-                etag=row.etag,
-                last_modified=row.last_modified,
-                baselined=row.baselined_at is not None,
-                next_poll_at=row.next_poll_at,
-                consecutive_failures=row.consecutive_failures,
-                moved_to=row.moved_to,
-                gone=row.gone_at is not None,
-                body_hash=row.body_hash,
-                hints=FeedHints(
-                    timedelta(seconds=row.ttl) if row.ttl else None,
-                    frozenset(row.skip_hours or ()),
-                    frozenset(row.skip_days or ()),
-                ),
-            )
+            return _state_of(row)
 
     def record_success(
         self,
@@ -294,7 +287,40 @@ class Store:
         A permanent redirect is remembered, and the feed's schedule hints when it was parsed.
         If the feed had been reported failing, queue the "recovered" health alert in the same
         transaction; returns whether one was queued."""
+        values: dict[str, object] = {
+            "last_polled_at": now,
+            "last_success_at": now,
+            "last_outcome": outcome,
+            "last_error": None,
+            "consecutive_failures": 0,
+            "failing_since": None,
+            "next_poll_at": next_poll_at,
+            "lease_owner": None,
+            "lease_until": None,
+        }
+        if moved_to:
+            values["moved_to"] = moved_to
+        if outcome != "not_modified":
+            values |= {"etag": etag, "last_modified": last_modified, "body_hash": body_hash}
+            values["baselined_at"] = func.coalesce(
+                db.FeedRow.baselined_at, bindparam(None, now, type_=db.FeedRow.baselined_at.type)
+            )
+            if title:
+                values["title"] = title
+        if hints is not None:
+            values["ttl"] = int(hints.ttl.total_seconds()) if hints.ttl else None
+            values["skip_hours"] = sorted(hints.skip_hours) or None
+            values["skip_days"] = sorted(hints.skip_days) or None
         with self._session() as session:
+            # Nearly always one statement: a feed with no failure reported has nothing to undo.
+            plain = session.execute(
+                update(db.FeedRow)
+                .where(db.FeedRow.id == feed_id, db.FeedRow.health_alerted_at.is_(None))
+                .values(values)
+                .execution_options(synchronize_session=False)
+            )
+            if cast(CursorResult[Any], plain).rowcount:
+                return False
             row = self._feed(session, feed_id)
             failures, since = row.consecutive_failures, row.failing_since
             alerted = row.health_alerted_at is not None
@@ -400,43 +426,65 @@ class Store:
         self, feed_id: str, articles: Sequence[Article], *, now: datetime, matcher: Matcher | None
     ) -> IngestResult:
         """Store ``articles``; match only the ones never seen before (``matcher=None``: the
-        feed's backlog, stored silently). Edited entries are updated in place, never re-matched."""
-        new = updated = matches = deliveries = 0
+        feed's backlog, stored silently). Edited entries are updated in place, never re-matched.
+
+        A handful of statements per call, whatever the number of articles: one to find the
+        known ones, one to mark them seen, one per edit, and one bulk insert each for the new
+        articles, their matches and the deliveries."""
+        unique = list(_unique_by_key(articles))
         with self._session() as session:
-            existing = self._existing(session, feed_id, [a.key for a in articles])
-            seen = [row.id for row in existing.values()]
-            for start in range(0, len(seen), 500):
-                session.execute(
+            known = self._known(session, feed_id, [a.key for a in unique])
+            _in_chunks(
+                lambda ids: session.execute(
                     update(db.ArticleRow)
-                    .where(db.ArticleRow.id.in_(seen[start : start + 500]))
+                    .where(db.ArticleRow.id.in_(ids))
                     .values(last_seen_at=now)
-                )
+                    .execution_options(synchronize_session=False)
+                ),
+                [article_id for article_id, _ in known.values()],
+            )
+            edits = [
+                {"id": known[a.key][0], "updated_at": now, **_article_fields(a)}
+                for a in unique
+                if a.key in known and known[a.key][1] != a.fingerprint
+            ]
+            if edits:
+                session.execute(update(db.ArticleRow), edits)
             # Feeds list newest first; storing (and so alerting) oldest first keeps alerts in
             # the order the stories appeared.
-            for article in reversed(list(_unique_by_key(articles))):
-                row = existing.get(article.key)
-                if row is not None:
-                    updated += _update_article(row, article, now)
-                    continue
-                row = _new_article(feed_id, article, now)
-                session.add(row)
-                new += 1
-                if matcher is not None:
-                    session.flush()
-                    hits = _not_alerted_before(session, row, matcher(article))
-                    m, d = _queue_alerts(session, row.id, hits, now)
-                    matches, deliveries = matches + m, deliveries + d
-        return IngestResult(new=new, updated=updated, matches=matches, deliveries=deliveries)
+            fresh = [a for a in reversed(unique) if a.key not in known]
+            if not fresh:
+                return IngestResult(new=0, updated=len(edits), matches=0, deliveries=0)
+            ids = list(
+                session.scalars(
+                    insert(db.ArticleRow).returning(db.ArticleRow.id, sort_by_parameter_order=True),
+                    [_new_article(feed_id, a, now) for a in fresh],
+                )
+            )
+            matches = deliveries = 0
+            if matcher is not None:
+                found = [
+                    (article_id, a, matcher(a)) for article_id, a in zip(ids, fresh, strict=True)
+                ]
+                matches, deliveries = _queue_alerts(
+                    session, _not_alerted_before(session, found), now
+                )
+        return IngestResult(
+            new=len(fresh), updated=len(edits), matches=matches, deliveries=deliveries
+        )
 
     @staticmethod
-    def _existing(session: Session, feed_id: str, keys: list[str]) -> dict[str, db.ArticleRow]:
-        found: dict[str, db.ArticleRow] = {}
-        for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
-            chunk = keys[start : start + 500]
-            query = select(db.ArticleRow).where(
+    def _known(session: Session, feed_id: str, keys: list[str]) -> dict[str, tuple[int, str]]:
+        """The feed's stored articles among ``keys``: key -> (id, fingerprint)."""
+        found: dict[str, tuple[int, str]] = {}
+
+        def lookup(chunk: Sequence[str]) -> None:
+            query = select(db.ArticleRow.key, db.ArticleRow.id, db.ArticleRow.fingerprint).where(
                 db.ArticleRow.feed_id == feed_id, db.ArticleRow.key.in_(chunk)
             )
-            found.update((row.key, row) for row in session.scalars(query))
+            found.update((key, (article_id, fp)) for key, article_id, fp in session.execute(query))
+
+        _in_chunks(lookup, keys)
         return found
 
     def articles_since(
@@ -666,6 +714,40 @@ class Store:
 _SYNC_LOCK = 0x77617463 + 1  # PostgreSQL advisory lock key: one config sync at a time
 
 
+_STATE_COLUMNS = (
+    db.FeedRow.id,
+    db.FeedRow.etag,
+    db.FeedRow.last_modified,
+    db.FeedRow.baselined_at,
+    db.FeedRow.next_poll_at,
+    db.FeedRow.consecutive_failures,
+    db.FeedRow.moved_to,
+    db.FeedRow.gone_at,
+    db.FeedRow.body_hash,
+    db.FeedRow.ttl,
+    db.FeedRow.skip_hours,
+    db.FeedRow.skip_days,
+)
+
+
+def _state_of(row: Any) -> FeedState:
+    return FeedState(
+        etag=row.etag,
+        last_modified=row.last_modified,
+        baselined=row.baselined_at is not None,
+        next_poll_at=row.next_poll_at,
+        consecutive_failures=row.consecutive_failures,
+        moved_to=row.moved_to,
+        gone=row.gone_at is not None,
+        body_hash=row.body_hash,
+        hints=FeedHints(
+            timedelta(seconds=row.ttl) if row.ttl else None,
+            frozenset(row.skip_hours or ()),
+            frozenset(row.skip_days or ()),
+        ),
+    )
+
+
 def _deleted(session: Session, statement: Delete) -> int:
     result = session.execute(statement)
     return int(cast(CursorResult[Any], result).rowcount)
@@ -783,24 +865,21 @@ def _unique_by_key(articles: Sequence[Article]) -> Iterator[Article]:
             yield article
 
 
-def _new_article(feed_id: str, article: Article, now: datetime) -> db.ArticleRow:
-    return db.ArticleRow(
-        feed_id=feed_id,
-        key=article.key,
-        first_seen_at=now,
-        updated_at=now,
-        last_seen_at=now,
+def _in_chunks(work: Callable[[Sequence[Any]], object], values: Sequence[Any]) -> None:
+    """``work`` on slices of ``values`` small enough for any database's bound-parameter limit."""
+    for start in range(0, len(values), 500):
+        work(values[start : start + 500])
+
+
+def _new_article(feed_id: str, article: Article, now: datetime) -> dict[str, object]:
+    return {
+        "feed_id": feed_id,
+        "key": article.key,
+        "first_seen_at": now,
+        "updated_at": now,
+        "last_seen_at": now,
         **_article_fields(article),
-    )
-
-
-def _update_article(row: db.ArticleRow, article: Article, now: datetime) -> int:
-    if row.fingerprint == article.fingerprint:
-        return 0
-    for name, value in _article_fields(article).items():
-        setattr(row, name, value)
-    row.updated_at = now
-    return 1
+    }
 
 
 def _article_of(row: db.ArticleRow) -> Article:
@@ -830,22 +909,35 @@ def _article_fields(article: Article) -> dict[str, object]:
     }
 
 
-def _not_alerted_before(session: Session, row: db.ArticleRow, hits: Sequence[Match]) -> list[Match]:
-    """Drop the rules that already matched this story: the same link under another guid,
-    re-published by the same feed or seen in another one."""
-    if not hits or row.link_key is None:
-        return list(hits)
-    query = (
-        select(db.MatchRow.rule)
-        .join(db.ArticleRow, db.MatchRow.article_id == db.ArticleRow.id)
-        .where(
-            db.ArticleRow.link_key == row.link_key,
-            db.ArticleRow.id != row.id,
-            db.MatchRow.rule.in_([hit.rule for hit in hits]),
-        )
+Found = tuple[int, Article, Sequence[Match]]  # a new article's id, the article, its hits
+
+
+def _not_alerted_before(session: Session, found: Sequence[Found]) -> list[tuple[int, Match]]:
+    """(article id, hit) for each hit of ``found`` whose rule has not matched this story yet:
+    the same link under another guid, re-published by the same feed, seen in another feed, or
+    earlier in ``found`` itself (oldest first). One query for them all."""
+    links = sorted({link_key(article.link) or "" for _, article, hits in found if hits} - {""})
+    already: set[tuple[str | None, str]] = set()
+    rules_of = select(db.ArticleRow.link_key, db.MatchRow.rule).join(
+        db.ArticleRow, db.MatchRow.article_id == db.ArticleRow.id
     )
-    already = set(session.scalars(query))
-    return [hit for hit in hits if hit.rule not in already]
+    _in_chunks(
+        lambda chunk: already.update(
+            (link, rule)
+            for link, rule in session.execute(rules_of.where(db.ArticleRow.link_key.in_(chunk)))
+        ),
+        links,
+    )
+    kept: list[tuple[int, Match]] = []
+    for article_id, article, hits in found:
+        link = link_key(article.link)
+        for hit in hits:
+            if link is not None and (link, hit.rule) in already:
+                continue
+            if link is not None:
+                already.add((link, hit.rule))
+            kept.append((article_id, hit))
+    return kept
 
 
 def _queue_event(session: Session, event: FeedEvent, channels: Sequence[str]) -> None:
@@ -873,24 +965,37 @@ def _queue_event(session: Session, event: FeedEvent, channels: Sequence[str]) ->
 
 
 def _queue_alerts(
-    session: Session, article_id: int, hits: Sequence[Match], now: datetime
+    session: Session, hits: Sequence[tuple[int, Match]], now: datetime
 ) -> tuple[int, int]:
-    deliveries = 0
-    for hit in hits:
-        match = db.MatchRow(article_id=article_id, rule=hit.rule, terms=list(hit.terms))
-        match.matched_at = now
-        session.add(match)
-        session.flush()
-        for channel in dict.fromkeys(hit.channels):
-            session.add(
-                db.DeliveryRow(
-                    match_id=match.id,
-                    channel=channel,
-                    status="pending",
-                    attempts=0,
-                    created_at=now,
-                    next_attempt_at=now,
-                )
-            )
-            deliveries += 1
-    return len(hits), deliveries
+    """One match row per (article id, hit) and one pending delivery per channel, in bulk."""
+    if not hits:
+        return 0, 0
+    match_ids = list(
+        session.scalars(
+            insert(db.MatchRow).returning(db.MatchRow.id, sort_by_parameter_order=True),
+            [
+                {
+                    "article_id": article_id,
+                    "rule": hit.rule,
+                    "terms": list(hit.terms),
+                    "matched_at": now,
+                }
+                for article_id, hit in hits
+            ],
+        )
+    )
+    deliveries = [
+        {
+            "match_id": match_id,
+            "channel": channel,
+            "status": "pending",
+            "attempts": 0,
+            "created_at": now,
+            "next_attempt_at": now,
+        }
+        for match_id, (_, hit) in zip(match_ids, hits, strict=True)
+        for channel in dict.fromkeys(hit.channels)
+    ]
+    if deliveries:
+        session.execute(insert(db.DeliveryRow), deliveries)
+    return len(hits), len(deliveries)
