@@ -7,7 +7,7 @@ would have caught, and why. Reads feeds and the database; never writes, never se
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,8 +15,7 @@ from pathlib import Path
 from .config import Rule
 from .errors import FeedError
 from .fetch import Limits, fetch, make_client
-from .models import Article
-from .parse import parse_feed
+from .models import Article, ParsedFeed
 from .pipeline import document_of
 from .rules import Explanation, Hit
 
@@ -62,7 +61,7 @@ async def read_sources(
             try:
                 result = await fetch(client, url, limits=limits)
                 parsed = await asyncio.to_thread(
-                    parse_feed, result.body, url=result.url, headers=result.headers, now=now
+                    _parse_feed(), result.body, url=result.url, headers=result.headers, now=now
                 )
             except FeedError as exc:
                 errors.append(SourceError(source, exc.message))
@@ -89,3 +88,11 @@ def evaluate(
             if hits or explain:
                 explanation = rule.query.explain(document) if explain else None
                 yield Finding(rule.name, source, article, hits, explanation)
+
+
+def _parse_feed() -> Callable[..., ParsedFeed]:
+    """``watcher.parse.parse_feed``, imported when first needed: feedparser and its
+    dependencies cost the daemon (which parses in worker processes) 10 MB it never uses."""
+    from .parse import parse_feed
+
+    return parse_feed

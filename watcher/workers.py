@@ -42,7 +42,6 @@ from typing import Any, Self
 
 from watcher.errors import ParseError
 from watcher.models import ParsedFeed
-from watcher.parse import parse_feed
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +209,8 @@ class _Job:
     max_entries: int
 
     def run(self) -> ParsedFeed:
+        from watcher.parse import parse_feed  # in the worker only: the parent never needs it
+
         return parse_feed(
             self.body,
             url=self.url,
@@ -311,6 +312,8 @@ def _serve() -> None:
     """A worker's life, from ``_BOOT``: answer jobs until the pool closes the connection."""
     fd, memory_bytes, timeout = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which closes the pool
+    import watcher.parse  # noqa: F401  # before READY, so that no job's time pays for it
+
     _limit_address_space(memory_bytes)
     backstop = math.ceil(timeout) + 1  # the parent's kill normally comes first
     with Connection(fd) as conn:
