@@ -112,3 +112,49 @@ def test_notify_test_reports_each_url(
         "no channel 'nope'; the config has hook, broken"
         in watcher("notify-test", "-c", config, "nope", code=2).output
     )
+
+
+def test_rules_that_match_one_story_make_one_alert_per_channel(
+    write_config, feed_server: FeedServer, receiver: Receiver
+) -> None:
+    feed_server.put(
+        "/f.xml",
+        rss(
+            [
+                {"guid": "2", "title": "NATO meets in Kyiv", "link": "https://example.org/2"},
+                {"guid": "1", "title": "NATO budget", "link": "https://example.org/1"},
+            ]
+        ),
+    )
+    rules = "".join(
+        f'[[rules]]\nname = "{name}"\nmatch = "{match}"\nchannels = {channels}\n\n'
+        for name, match, channels in (
+            ("nato", "NATO", '["desk", "pager"]'),
+            ("kyiv", "Kyiv", '["desk"]'),
+            ("meets", "meets", '["desk", "pager"]'),
+        )
+    )
+    config = write_config(f"""
+[[feeds]]
+id = "world"
+url = "{feed_server.url("/f.xml")}"
+alert_backlog = true
+
+{rules}
+[channels.desk]
+urls = ["{receiver.url("/desk")}"]
+
+[channels.pager]
+urls = ["{receiver.url("/pager")}"]
+""")
+    watcher("run", "--once", "-c", str(config))
+    desk = {m["title"]: m["message"] for m in receiver.messages("/desk")}
+    assert sorted(desk) == ["[nato, kyiv, meets] NATO meets in Kyiv", "[nato] NATO budget"]
+    assert "Matched: NATO, Kyiv, meets" in desk["[nato, kyiv, meets] NATO meets in Kyiv"]
+    pager = sorted(m["title"] for m in receiver.messages("/pager"))
+    assert pager == ["[nato, meets] NATO meets in Kyiv", "[nato] NATO budget"]
+    # each rule's match is still on record, and each delivery is marked sent
+    sent = watcher("alerts", "-c", str(config), "--status", "sent", "--json").output.splitlines()
+    assert sorted(json.loads(line)["rule"] for line in sent) == sorted(
+        ["nato", "nato", "kyiv", "meets", "nato", "nato", "meets"]
+    )

@@ -86,3 +86,4 @@ class Delivery:
     also_seen_in: tuple[str, ...] = ()  # other feeds that carried the same link, when known
     hold: str | None = None  # held for a "digest", "quiet" hours or a "rate_limit"; None: now
     event: FeedEvent | None = None
+    article_id: int | None = None  # the stored story it is about (None: a health alert)

@@ -13,6 +13,7 @@ A feed's failure is recorded on that feed and reported; it never escapes to stop
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -427,7 +428,10 @@ class Pipeline:
             else:
                 batches.setdefault(delivery.hold, []).append(delivery)
         planned = [self._batch(channel, kind, items) for kind, items in batches.items()]
-        planned += [Outgoing(self._content(d), (d,)) for d in singles]
+        stories: dict[object, list[Delivery]] = {}  # rules that matched one story, at once
+        for d in singles:
+            stories.setdefault(d.article_id if d.article_id is not None else -d.id, []).append(d)
+        planned += [Outgoing(self._content(*ds), tuple(ds)) for ds in stories.values()]
         if rules.rate_limit is not None:
             planned = self._within_rate(channel, rules.rate_limit, planned, holds, now)
         for (reason, until), ids in holds.items():
@@ -481,7 +485,15 @@ class Pipeline:
         note = f"{len(items)} alerts above the limit of {limit}"
         return Outgoing(Batch("rate_limit", held, note), held)
 
-    def _content(self, delivery: Delivery) -> Content:
+    def _content(self, delivery: Delivery, *more: Delivery) -> Content:
+        """What one message says: an alert (several rules that matched the same story for
+        this channel make one alert naming them all), or a health alert."""
+        if delivery.event is None and more:
+            rules = (delivery.rule, *(d.rule for d in more))
+            terms = (term for d in (delivery, *more) for term in d.terms)
+            return dataclasses.replace(
+                delivery, rule=", ".join(dict.fromkeys(rules)), terms=tuple(dict.fromkeys(terms))
+            )
         if delivery.event is None:
             return delivery
         event = delivery.event

@@ -811,6 +811,7 @@ def _delivery_of(
         queued_at=d.created_at,
         also_seen_in=also_seen_in,
         hold=d.hold,
+        article_id=a.id,
     )
 
 
