@@ -455,17 +455,16 @@ class Store:
             fresh = [a for a in reversed(unique) if a.key not in known]
             if not fresh:
                 return IngestResult(new=0, updated=len(edits), matches=0, deliveries=0)
-            ids = list(
-                session.scalars(
-                    insert(db.ArticleRow).returning(db.ArticleRow.id, sort_by_parameter_order=True),
-                    [_new_article(feed_id, a, now) for a in fresh],
-                )
+            # RETURNING in no particular order: asking for the parameters' order makes
+            # SQLAlchemy insert one row per statement on SQLite.
+            inserted = session.execute(
+                insert(db.ArticleRow).returning(db.ArticleRow.key, db.ArticleRow.id),
+                [_new_article(feed_id, a, now) for a in fresh],
             )
+            ids = {key: article_id for key, article_id in inserted}
             matches = deliveries = 0
             if matcher is not None:
-                found = [
-                    (article_id, a, matcher(a)) for article_id, a in zip(ids, fresh, strict=True)
-                ]
+                found = [(ids[a.key], a, matcher(a)) for a in fresh]
                 matches, deliveries = _queue_alerts(
                     session, _not_alerted_before(session, found), now
                 )
@@ -971,20 +970,19 @@ def _queue_alerts(
     """One match row per (article id, hit) and one pending delivery per channel, in bulk."""
     if not hits:
         return 0, 0
-    match_ids = list(
-        session.scalars(
-            insert(db.MatchRow).returning(db.MatchRow.id, sort_by_parameter_order=True),
-            [
-                {
-                    "article_id": article_id,
-                    "rule": hit.rule,
-                    "terms": list(hit.terms),
-                    "matched_at": now,
-                }
-                for article_id, hit in hits
-            ],
-        )
+    inserted = session.execute(
+        insert(db.MatchRow).returning(db.MatchRow.article_id, db.MatchRow.rule, db.MatchRow.id),
+        [
+            {
+                "article_id": article_id,
+                "rule": hit.rule,
+                "terms": list(hit.terms),
+                "matched_at": now,
+            }
+            for article_id, hit in hits
+        ],
     )
+    ids = {(article_id, rule): match_id for article_id, rule, match_id in inserted}
     deliveries = [
         {
             "match_id": match_id,
@@ -994,7 +992,8 @@ def _queue_alerts(
             "created_at": now,
             "next_attempt_at": now,
         }
-        for match_id, (_, hit) in zip(match_ids, hits, strict=True)
+        for article_id, hit in hits
+        for match_id in (ids[article_id, hit.rule],)
         for channel in dict.fromkeys(hit.channels)
     ]
     if deliveries:
