@@ -213,23 +213,26 @@ class _Daemon:
             log.warning("stop: could not hand back this instance's leases: %s", exc)
 
     async def _claim_loop(self) -> None:
-        """Claim due feeds, as many as there are free poll slots, and poll them; then sleep
-        until the next one is due, a slot frees up, or a few seconds have passed (another
-        instance may have released work)."""
+        """Claim due feeds and poll them; then sleep until the next one is due, polls finish,
+        or a few seconds have passed (another instance may have released work).
+
+        Up to twice as many feeds as there are poll slots are claimed ahead (the extra ones
+        wait for a slot), and only once half of them are done: one claim per ``concurrency``
+        polls rather than one per poll."""
         pipeline = self.pipeline
         slots = pipeline.config.settings.concurrency
         while not self.stopping:
             self._wake.clear()
-            free = slots - len(self.polling)
+            due = None
             try:
-                if free > 0 and await self._claim(free) == free:
-                    continue  # more may be due: claim again once these are under way
-                # Busy: a finishing poll wakes the loop. Idle: sleep until the next is due.
-                now = pipeline.clock()
-                due = None if free <= 0 else await asyncio.to_thread(pipeline.store.next_due, now)
+                if len(self.polling) <= slots:
+                    room = 2 * slots - len(self.polling)
+                    if await self._claim(room) == room:
+                        continue  # more may be due: claim again once these are under way
+                    # fewer were due than there is room for: when is the next one due?
+                    due = await asyncio.to_thread(pipeline.store.next_due, pipeline.clock())
             except WatcherError as exc:  # the database is away: try again shortly
                 log.error("claiming feeds: %s", exc)
-                due = None
             idle = CLAIM_IDLE.total_seconds()
             delay = idle if due is None else (due - pipeline.clock()).total_seconds()
             with contextlib.suppress(TimeoutError):
