@@ -164,6 +164,10 @@ async def _get(
         final_url = str(response.url)
         moved_to = _moved_to(response)
         if response.status_code == 304:
+            # Read the (empty) body, or httpx closes the connection instead of keeping it
+            # for the next feed on this host. A 304 has no body; a server that sends one
+            # anyway gets up to the usual cap read and dropped.
+            await _read_capped(response, url, max_bytes)
             return FetchResult(final_url, 304, headers=_lower(response.headers), moved_to=moved_to)
         if response.status_code >= 400:
             raise FetchError(
