@@ -28,6 +28,7 @@ class Request:
     body: bytes
     status: int = 0  # what the server answered; 0 while it is still being handled
     received: float = field(default_factory=time.monotonic)
+    peer: tuple[str, int] = ("", 0)  # the client's address: one per connection
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -61,6 +62,7 @@ class LocalServer:
                     self.path,
                     {k.lower(): v for k, v in self.headers.items()},
                     self.rfile.read(length),
+                    peer=self.client_address[:2],
                 )
                 # Recorded on arrival (a handler may hold it), and again once answered, before
                 # the client sees the answer.

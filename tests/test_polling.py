@@ -222,6 +222,23 @@ async def test_an_unchanged_body_is_treated_like_a_304(make_pipeline: Any) -> No
         assert (summary.last_outcome, summary.articles) == ("not_modified", 1)
 
 
+async def test_feeds_on_one_host_share_a_connection_across_304s(make_pipeline: Any) -> None:
+    def conditional(request: Request) -> Response:
+        if request.headers.get("if-none-match") == '"v1"':
+            return Response(304)
+        return Response(200, FEED, RSS | {"ETag": '"v1"'})
+
+    with running(serve({"/a.xml": conditional, "/b.xml": conditional})) as server:
+        pipeline = await make_pipeline([f"{server.base_url}/a.xml", f"{server.base_url}/b.xml"])
+        for _ in range(3):
+            for feed in pipeline.config.feeds:
+                await pipeline.poll(feed)
+        answers = [(request.status, request.peer) for request in server.requests]
+    assert [status for status, _ in answers] == [200, 200, 304, 304, 304, 304]
+    # one TCP connection for all of them: no handshake per poll
+    assert len({peer for _, peer in answers}) == 1
+
+
 async def test_per_host_concurrency_and_spacing(make_pipeline: Any) -> None:
     in_flight = 0
     most = 0
