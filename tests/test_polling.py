@@ -271,3 +271,25 @@ async def test_per_host_concurrency_and_spacing(make_pipeline: Any) -> None:
         await asyncio.gather(*(spaced.poll(feed) for feed in spaced.config.feeds))
     gaps = [b - a for a, b in pairwise(starts)]
     assert len(gaps) == 2 and min(gaps) >= 0.19
+
+
+async def test_polls_waiting_for_a_slot_do_not_start_once_stopping(make_pipeline: Any) -> None:
+    answer = threading.Event()
+
+    def held(request: Request) -> Response:
+        answer.wait(10)
+        return Response(200, FEED, RSS)
+
+    with running(serve({"/0.xml": held, "/1.xml": held})) as server:
+        pipeline = await make_pipeline(
+            [f"{server.base_url}/0.xml", f"{server.base_url}/1.xml"], watcher="concurrency = 1"
+        )
+        first, second = (asyncio.create_task(pipeline.poll(f)) for f in pipeline.config.feeds)
+        await asyncio.to_thread(server.wait_for, lambda requests: len(requests) == 1)
+        pipeline.closing = True  # the daemon stops while the second waits for the slot
+        answer.set()
+        reports = await asyncio.gather(first, second)
+        assert sorted(r.outcome for r in reports) == ["ok", "skipped"]
+        assert len(server.requests) == 1  # the waiting one never asked
+        polled = next(r.feed_id for r in reports if r.outcome == "ok")
+        assert [s.last_outcome for s in pipeline.store.feed_summaries() if s.id != polled] == [None]

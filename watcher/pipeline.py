@@ -5,7 +5,8 @@
                   -> record the poll on the feed
     deliver_due(): per channel, concurrently: store.due_deliveries -> hold what policy says
                   must wait (digests, quiet hours, rate limit) -> channel.send one message per
-                  alert or per batch -> store.record_deliveries (sent, retrying or dead)
+                  story (every rule it matched) or per batch -> store.record_deliveries (sent,
+                  retrying or dead)
 
 A feed's failure is recorded on that feed and reported; it never escapes to stop the others.
 """
@@ -48,7 +49,7 @@ Clock = Callable[[], datetime]
 @dataclass(frozen=True, slots=True)
 class PollReport:
     feed_id: str
-    outcome: str  # "ok", "not_modified" or "error"
+    outcome: str  # "ok", "not_modified", "error", "gone"; "skipped" when stopping
     new: int = 0
     updated: int = 0
     matches: int = 0
@@ -167,6 +168,9 @@ class Pipeline:
         self.delivered = DeliveryReport()  # since start, for reports
         self._rulesets: dict[tuple[int, ...], CompiledRules] = {}
         self._matchers: dict[str, Matcher] = {}
+        # Set when the daemon stops: polls still waiting for a slot give their feed back
+        # (the lease is released) instead of starting.
+        self.closing = False
         self.metrics = Metrics(config, store, clock)  # a registry of its own, per pipeline
 
     async def poll(self, feed: FeedConfig, state: FeedState | None = None) -> PollReport:
@@ -180,7 +184,8 @@ class Pipeline:
             report = PollReport(feed.id, "gone" if gone else "error", error=exc.message)
             await self._record_failure(feed, exc)
             log.warning("feed %s: %s error: %s", feed.id, exc.kind, exc.message, extra=_about(feed))
-        self.metrics.polled(feed.id, report.outcome, time.monotonic() - started)
+        if report.outcome != "skipped":
+            self.metrics.polled(feed.id, report.outcome, time.monotonic() - started)
         if report.matches:
             self._send_soon()
         return report
@@ -214,6 +219,8 @@ class Pipeline:
         # Per host first, then a global slot: feeds waiting on a busy host hold no slot that
         # feeds on other hosts could use.
         async with self.hosts.slot(url), self._poll_slots:
+            if self.closing:
+                return PollReport(feed.id, "skipped")
             result = await fetch(
                 self.client,
                 url,

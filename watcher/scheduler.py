@@ -195,6 +195,7 @@ class _Daemon:
         this instance still holds, then stop. (Shutting APScheduler down first would cancel
         its running jobs mid-send.)"""
         self.stopping = True
+        self.pipeline.closing = True  # feeds claimed ahead, not yet polling, are handed back
         self._wake.set()
         self.scheduler.pause()
         if self._claimer is not None:

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     CursorResult,
     Delete,
     Engine,
@@ -153,7 +154,7 @@ class Store:
                     row.moved_to = row.gone_at = row.body_hash = None
                 if row.next_poll_at is None and row.gone_at is None:
                     row.next_poll_at = now
-            session.execute(
+            connection(session).execute(
                 update(db.FeedRow)
                 .where(db.FeedRow.id.not_in(configured), db.FeedRow.next_poll_at.is_not(None))
                 .values(next_poll_at=None)
@@ -163,7 +164,7 @@ class Store:
         """Bring forward polls scheduled later than these times (an interval was shortened)."""
         with self._session() as session:
             for feed_id, deadline in deadlines.items():
-                session.execute(
+                connection(session).execute(
                     update(db.FeedRow)
                     .where(db.FeedRow.id == feed_id, db.FeedRow.next_poll_at > deadline)
                     .values(next_poll_at=deadline)
@@ -188,11 +189,10 @@ class Store:
         with self._session() as session:
             claimed = {row.id: _state_of(row) for row in session.execute(query)}
             if claimed:
-                session.execute(
+                connection(session).execute(
                     update(db.FeedRow)
                     .where(db.FeedRow.id.in_(list(claimed)))
                     .values(lease_owner=owner, lease_until=until)
-                    .execution_options(synchronize_session=False)
                 )
         return claimed
 
@@ -211,7 +211,7 @@ class Store:
     def release_feed(self, feed_id: str, owner: str, *, next_poll_at: datetime) -> None:
         """Give back a claimed feed without polling it, due again at ``next_poll_at``."""
         with self._session() as session:
-            session.execute(
+            connection(session).execute(
                 update(db.FeedRow)
                 .where(db.FeedRow.id == feed_id, db.FeedRow.lease_owner == owner)
                 .values(lease_owner=None, lease_until=None, next_poll_at=next_poll_at)
@@ -220,7 +220,7 @@ class Store:
     def release_deliveries(self, delivery_ids: Sequence[int], owner: str) -> None:
         """Give back claimed deliveries that were not sent (their channel failed)."""
         with self._session() as session:
-            session.execute(
+            connection(session).execute(
                 update(db.DeliveryRow)
                 .where(db.DeliveryRow.id.in_(delivery_ids), db.DeliveryRow.lease_owner == owner)
                 .values(lease_owner=None, lease_until=None)
@@ -230,7 +230,7 @@ class Store:
         """Heartbeat: keep every claim of this live instance, feeds and deliveries."""
         with self._session() as session:
             for table in (db.FeedRow, db.DeliveryRow):
-                session.execute(
+                connection(session).execute(
                     update(table).where(table.lease_owner == owner).values(lease_until=until)
                 )
 
@@ -242,7 +242,7 @@ class Store:
                 held = (
                     table.lease_owner.is_not(None) if owner is None else table.lease_owner == owner
                 )
-                session.execute(
+                connection(session).execute(
                     update(table).where(held).values(lease_owner=None, lease_until=None)
                 )
 
@@ -252,7 +252,7 @@ class Store:
             if session.get(db.JobRow, name) is None:
                 session.add(db.JobRow(name=name, next_run_at=now))
         with self._session() as session:
-            claimed = session.execute(
+            claimed = connection(session).execute(
                 update(db.JobRow)
                 .where(db.JobRow.name == name, db.JobRow.next_run_at <= now)
                 .values(next_run_at=now + every, last_run_by=owner)
@@ -313,11 +313,10 @@ class Store:
             values["skip_days"] = sorted(hints.skip_days) or None
         with self._session() as session:
             # Nearly always one statement: a feed with no failure reported has nothing to undo.
-            plain = session.execute(
+            plain = connection(session).execute(
                 update(db.FeedRow)
                 .where(db.FeedRow.id == feed_id, db.FeedRow.health_alerted_at.is_(None))
                 .values(values)
-                .execution_options(synchronize_session=False)
             )
             if cast(CursorResult[Any], plain).rowcount:
                 return False
@@ -435,11 +434,8 @@ class Store:
         with self._session() as session:
             known = self._known(session, feed_id, [a.key for a in unique])
             _in_chunks(
-                lambda ids: session.execute(
-                    update(db.ArticleRow)
-                    .where(db.ArticleRow.id.in_(ids))
-                    .values(last_seen_at=now)
-                    .execution_options(synchronize_session=False)
+                lambda ids: connection(session).execute(
+                    update(db.ArticleRow).where(db.ArticleRow.id.in_(ids)).values(last_seen_at=now)
                 ),
                 [article_id for article_id, _ in known.values()],
             )
@@ -534,7 +530,7 @@ class Store:
         with self._session() as session:
             chosen = list(session.scalars(ids.with_for_update(skip_locked=True)))
             if owner is not None and chosen:
-                session.execute(
+                connection(session).execute(
                     update(db.DeliveryRow)
                     .where(db.DeliveryRow.id.in_(chosen))
                     .values(lease_owner=owner, lease_until=until)
@@ -553,7 +549,7 @@ class Store:
         """Keep these pending deliveries back until ``until``, to go out together as one
         message (a digest, a quiet-hours or a rate-limit summary)."""
         with self._session() as session:
-            session.execute(
+            connection(session).execute(
                 update(db.DeliveryRow)
                 .where(db.DeliveryRow.id.in_(delivery_ids))
                 .values(hold=reason, next_attempt_at=until, lease_owner=None, lease_until=None)
@@ -580,7 +576,7 @@ class Store:
             "lease_until": None,
         }
         with self._session() as session:
-            session.execute(
+            connection(session).execute(
                 update(db.DeliveryRow).where(db.DeliveryRow.id.in_(delivery_ids)).values(**values)
             )
 
@@ -612,7 +608,7 @@ class Store:
             query = query.where(db.DeliveryRow.id.in_(ids))
         with self._session() as session:
             chosen = list(session.scalars(query.order_by(db.DeliveryRow.id)))
-            session.execute(
+            connection(session).execute(
                 update(db.DeliveryRow)
                 .where(db.DeliveryRow.id.in_(chosen))
                 .values(status="pending", attempts=0, next_attempt_at=now)
@@ -863,6 +859,13 @@ def _unique_by_key(articles: Sequence[Article]) -> Iterator[Article]:
         if article.key not in seen:
             seen.add(article.key)
             yield article
+
+
+def connection(session: Session) -> Connection:
+    """The session's connection, for plain UPDATEs: executed through the session they would
+    go through the ORM's bookkeeping (matching loaded objects), which no caller here needs
+    and which cost more than the statement (a third of the CPU of recording a delivery)."""
+    return session.connection()
 
 
 def _in_chunks(work: Callable[[Sequence[Any]], object], values: Sequence[Any]) -> None:
