@@ -105,8 +105,9 @@ async def test_a_hanging_channel_never_delays_another(
     )
     await pipeline.poll(pipeline.config.feeds[0])  # kicks the senders off in the background
     # Both alerts reach the working channel while the other one still hangs on its first.
+    await asyncio.to_thread(hanging.wait_for, lambda reqs: len(reqs) == 1)
     await asyncio.to_thread(receiver.wait_for, lambda reqs: len(reqs) == 2)
-    assert len(hanging.requests) == 1
+    assert len(hanging.requests) == 1 and not hanging.release.is_set()
     hanging.release.set()
     await pipeline.settle()
     assert len(hanging.requests) == 2
