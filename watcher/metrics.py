@@ -114,9 +114,6 @@ class Tally:
     def inc(self, labels: tuple[str, ...], amount: float = 1) -> None:
         self._counts[labels] = self._counts.get(labels, 0) + amount
 
-    def value(self, labels: tuple[str, ...]) -> float:
-        return self._counts.get(labels, 0)
-
     def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily(self.name, self.documentation, labels=self.labels)
 

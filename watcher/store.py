@@ -428,8 +428,9 @@ class Store:
         feed's backlog, stored silently). Edited entries are updated in place, never re-matched.
 
         A handful of statements per call, whatever the number of articles: one to find the
-        known ones, one to mark them seen, one per edit, and one bulk insert each for the new
-        articles, their matches and the deliveries."""
+        known ones, one to mark them seen, one (executemany) for the edited ones, one bulk
+        insert each for the new articles, their matches and the deliveries, and one query for
+        the stories already alerted under another guid."""
         unique = list(_unique_by_key(articles))
         with self._session() as session:
             known = self._known(session, feed_id, [a.key for a in unique])
