@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -21,6 +22,8 @@ from sqlalchemy import (
     Delete,
     Engine,
     Select,
+    Table,
+    Update,
     and_,
     bindparam,
     case,
@@ -302,9 +305,7 @@ class Store:
             values["moved_to"] = moved_to
         if outcome != "not_modified":
             values |= {"etag": etag, "last_modified": last_modified, "body_hash": body_hash}
-            values["baselined_at"] = func.coalesce(
-                db.FeedRow.baselined_at, bindparam(None, now, type_=db.FeedRow.baselined_at.type)
-            )
+            values["baselined_at"] = now  # unless it was already set: see _success_update
             if title:
                 values["title"] = title
         if hints is not None:
@@ -314,9 +315,8 @@ class Store:
         with self._session() as session:
             # Nearly always one statement: a feed with no failure reported has nothing to undo.
             plain = connection(session).execute(
-                update(db.FeedRow)
-                .where(db.FeedRow.id == feed_id, db.FeedRow.health_alerted_at.is_(None))
-                .values(values)
+                _success_update(frozenset(values)),
+                {f"new_{name}": value for name, value in values.items()} | {"row_id": feed_id},
             )
             if cast(CursorResult[Any], plain).rowcount:
                 return False
@@ -452,15 +452,21 @@ class Store:
             fresh = [a for a in reversed(unique) if a.key not in known]
             if not fresh:
                 return IngestResult(new=0, updated=len(edits), matches=0, deliveries=0)
-            # RETURNING in no particular order: asking for the parameters' order makes
-            # SQLAlchemy insert one row per statement on SQLite.
-            inserted = session.execute(
-                insert(db.ArticleRow).returning(db.ArticleRow.key, db.ArticleRow.id),
-                [_new_article(feed_id, a, now) for a in fresh],
-            )
-            ids = {key: article_id for key, article_id in inserted}
+            # Core inserts on the session's connection: the ORM's bulk insert costs more CPU
+            # than the statement (it maps every row's primary key back from RETURNING), and
+            # a feed's first poll needs no ids at all. RETURNING in no particular order:
+            # asking for the parameters' order makes SQLAlchemy insert one row per statement
+            # on SQLite.
+            rows = [_new_article(feed_id, a, now) for a in fresh]
+            table = _table(db.ArticleRow)
             matches = deliveries = 0
-            if matcher is not None:
+            if matcher is None:
+                connection(session).execute(insert(table), rows)
+            else:
+                inserted = connection(session).execute(
+                    insert(table).returning(table.c.key, table.c.id), rows
+                )
+                ids = {key: article_id for key, article_id in inserted}
                 found = [(ids[a.key], a, matcher(a)) for a in fresh]
                 matches, deliveries = _queue_alerts(
                     session, _not_alerted_before(session, found), now
@@ -475,10 +481,8 @@ class Store:
         found: dict[str, tuple[int, str]] = {}
 
         def lookup(chunk: Sequence[str]) -> None:
-            query = select(db.ArticleRow.key, db.ArticleRow.id, db.ArticleRow.fingerprint).where(
-                db.ArticleRow.feed_id == feed_id, db.ArticleRow.key.in_(chunk)
-            )
-            found.update((key, (article_id, fp)) for key, article_id, fp in session.execute(query))
+            rows = connection(session).execute(_KNOWN, {"feed_id": feed_id, "keys": list(chunk)})
+            found.update((key, (article_id, fp)) for key, article_id, fp in rows)
 
         _in_chunks(lookup, keys)
         return found
@@ -869,6 +873,36 @@ def connection(session: Session) -> Connection:
     return session.connection()
 
 
+# Statements run once or more per poll, built once: building one costs more CPU than SQLite
+# takes to run it (coercing every operand, then computing the key of its compiled form).
+_KNOWN = select(db.ArticleRow.key, db.ArticleRow.id, db.ArticleRow.fingerprint).where(
+    db.ArticleRow.feed_id == bindparam("feed_id"),
+    db.ArticleRow.key.in_(bindparam("keys", expanding=True)),
+)
+
+
+@cache  # one per set of columns: a handful
+def _success_update(names: frozenset[str]) -> Update:
+    """The UPDATE of a good poll that sets ``names`` (parameters ``new_<name>``, ``row_id``)
+    on a feed no failure was reported for. ``baselined_at`` keeps the first such time."""
+    columns = _table(db.FeedRow).c
+    values: dict[str, Any] = {
+        name: bindparam(f"new_{name}", type_=columns[name].type) for name in names
+    }
+    if "baselined_at" in values:
+        values["baselined_at"] = func.coalesce(columns.baselined_at, values["baselined_at"])
+    return (
+        update(db.FeedRow)
+        .where(db.FeedRow.id == bindparam("row_id"), db.FeedRow.health_alerted_at.is_(None))
+        .values(values)
+    )
+
+
+def _table(model: type[db.Base]) -> Table:
+    """``model``'s table, for Core statements on ``connection(session)``."""
+    return cast(Table, model.__table__)
+
+
 def _in_chunks(work: Callable[[Sequence[Any]], object], values: Sequence[Any]) -> None:
     """``work`` on slices of ``values`` small enough for any database's bound-parameter limit."""
     for start in range(0, len(values), 500):
@@ -974,8 +1008,9 @@ def _queue_alerts(
     """One match row per (article id, hit) and one pending delivery per channel, in bulk."""
     if not hits:
         return 0, 0
-    inserted = session.execute(
-        insert(db.MatchRow).returning(db.MatchRow.article_id, db.MatchRow.rule, db.MatchRow.id),
+    table = _table(db.MatchRow)
+    inserted = connection(session).execute(
+        insert(table).returning(table.c.article_id, table.c.rule, table.c.id),
         [
             {
                 "article_id": article_id,
@@ -1001,5 +1036,5 @@ def _queue_alerts(
         for channel in dict.fromkeys(hit.channels)
     ]
     if deliveries:
-        session.execute(insert(db.DeliveryRow), deliveries)
+        connection(session).execute(insert(_table(db.DeliveryRow)), deliveries)
     return len(hits), len(deliveries)
