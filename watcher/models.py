@@ -6,7 +6,8 @@ fetch -> FetchResult -> parse -> ParsedFeed(articles) -> store -> rules -> Match
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from datetime import datetime, timedelta
 
 
@@ -23,11 +24,21 @@ class Article:
     authors: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
 
+    def __reduce__(self) -> tuple[type[Article], tuple[object, ...]]:
+        # Parse workers send articles to the daemon by pickle. A frozen dataclass with slots
+        # is otherwise rebuilt field by field through dataclasses.fields(), which cost the
+        # daemon's event loop about a tenth of its time in a first pass; the constructor is
+        # half the price.
+        return Article, _article_state(self)
+
     @property
     def fingerprint(self) -> str:
         """A hash of what a reader sees; a change means the entry was edited."""
         parts = (self.title, self.link or "", self.summary, self.content, *self.authors, *self.tags)
         return hashlib.sha256("\x1f".join(parts).encode("utf-8", "replace")).hexdigest()
+
+
+_article_state = attrgetter(*(field.name for field in fields(Article)))  # in __init__'s order
 
 
 @dataclass(frozen=True, slots=True)
