@@ -132,8 +132,13 @@ urls = ["json://{receiver.base_url.removeprefix("http://")}/hook"]
         statuses = dict(
             conn.execute(text("SELECT status, count(*) FROM deliveries GROUP BY status")).all()
         )
-        never = conn.execute(text("SELECT count(*) FROM feeds WHERE last_polled_at IS NULL"))
-        assert never.scalar() == 0
+        never = conn.execute(
+            text(
+                "SELECT id, last_outcome, last_success_at, lease_owner, lease_until, next_poll_at"
+                " FROM feeds WHERE last_polled_at IS NULL"
+            )
+        ).all()
+        assert never == []
     engine.dispose()
     assert tuple(articles) == (3 * FEEDS, 3 * FEEDS)  # every story stored once
     assert statuses == {"sent": 3 * FEEDS}
