@@ -570,20 +570,15 @@ class Store:
     ) -> None:
         """Sent when ``error`` is None; else retried at ``retry_at``, or dead without one.
         Several ids: one message carried them all (a digest or a summary)."""
-        status = "sent" if error is None else ("retrying" if retry_at else "dead")
         values = {
-            "status": status,
-            "attempts": db.DeliveryRow.attempts + 1,
-            "last_error": error,
-            "sent_at": now if error is None else None,
-            "next_attempt_at": retry_at or now,
-            "lease_owner": None,
-            "lease_until": None,
+            "ids": list(delivery_ids),
+            "new_status": "sent" if error is None else ("retrying" if retry_at else "dead"),
+            "new_last_error": error,
+            "new_sent_at": now if error is None else None,
+            "new_next_attempt_at": retry_at or now,
         }
         with self._session() as session:
-            connection(session).execute(
-                update(db.DeliveryRow).where(db.DeliveryRow.id.in_(delivery_ids)).values(**values)
-            )
+            connection(session).execute(_RECORD_DELIVERIES, values)
 
     def recent_deliveries(self, limit: int = 50, status: str | None = None) -> list[DeliveryRecord]:
         """The newest deliveries first."""
@@ -873,11 +868,28 @@ def connection(session: Session) -> Connection:
     return session.connection()
 
 
+def _table(model: type[db.Base]) -> Table:
+    """``model``'s table, for Core statements on ``connection(session)``."""
+    return cast(Table, model.__table__)
+
+
 # Statements run once or more per poll, built once: building one costs more CPU than SQLite
 # takes to run it (coercing every operand, then computing the key of its compiled form).
 _KNOWN = select(db.ArticleRow.key, db.ArticleRow.id, db.ArticleRow.fingerprint).where(
     db.ArticleRow.feed_id == bindparam("feed_id"),
     db.ArticleRow.key.in_(bindparam("keys", expanding=True)),
+)
+
+_RECORD_DELIVERIES = (
+    update(db.DeliveryRow)
+    .where(db.DeliveryRow.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        {
+            name: bindparam(f"new_{name}", type_=_table(db.DeliveryRow).c[name].type)
+            for name in ("status", "last_error", "sent_at", "next_attempt_at")
+        }
+        | {"attempts": db.DeliveryRow.attempts + 1, "lease_owner": None, "lease_until": None}
+    )
 )
 
 
@@ -896,11 +908,6 @@ def _success_update(names: frozenset[str]) -> Update:
         .where(db.FeedRow.id == bindparam("row_id"), db.FeedRow.health_alerted_at.is_(None))
         .values(values)
     )
-
-
-def _table(model: type[db.Base]) -> Table:
-    """``model``'s table, for Core statements on ``connection(session)``."""
-    return cast(Table, model.__table__)
 
 
 def _in_chunks(work: Callable[[Sequence[Any]], object], values: Sequence[Any]) -> None:
