@@ -4,6 +4,7 @@ well-behaved local server will not do)."""
 from __future__ import annotations
 
 import gzip
+import select
 import socket
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from tests.servers import FeedServer, LocalServer, Request, Response, running
 from watcher import __version__
 from watcher.errors import FetchError
-from watcher.fetch import Limits, fetch, make_client
+from watcher.fetch import Limits, _Backend, fetch, make_client
 
 pytestmark = pytest.mark.anyio
 
@@ -121,3 +122,19 @@ async def test_a_server_that_never_answers_times_out() -> None:
         port = silent.getsockname()[1]
         with pytest.raises(FetchError, match=r"timed out after 0.5s"):
             await get(f"http://127.0.0.1:{port}/f.xml", Limits(timeout=0.5))
+
+
+async def test_a_kept_connection_the_server_closed_is_seen_as_closed() -> None:
+    """The pool asks every idle connection whether its socket is readable before reusing it:
+    a server that closed a kept-alive connection must not get the next request on it."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        stream = await _Backend().connect_tcp(*listener.getsockname()[:2])
+        peer, _ = listener.accept()
+        raw = stream.get_extra_info("socket")
+        assert stream.get_extra_info("server_addr") == listener.getsockname()
+        assert stream.get_extra_info("is_readable") is False  # idle, still open
+        peer.close()
+        assert select.select([raw], [], [], 10)[0] == [raw]  # the end reached our side
+        assert stream.get_extra_info("is_readable") is True
+        await stream.aclose()
+        assert stream.get_extra_info("is_readable") is True  # gone: its next read ends it
