@@ -67,6 +67,28 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def bind_processor(self, dialect: Any) -> Any:
+        """The bind processor, remembering its last value: a poll writes one ``now`` into
+        several columns of every row (first seen, updated, last seen), and SQLite's own
+        conversion (formatting the datetime as text) cost a tenth of a first pass's CPU in
+        the daemon. A datetime is immutable, so the same object always converts the same;
+        the memo is one tuple, replaced whole, so threads sharing it never mix two."""
+        process = super().bind_processor(dialect)
+        if process is None:
+            return None
+        memo: tuple[object, object] = (None, process(None))
+
+        def remembered(value: datetime | None) -> object:
+            nonlocal memo
+            last = memo
+            if last[0] is value:
+                return last[1]
+            converted = process(value)
+            memo = (value, converted)
+            return converted
+
+        return remembered
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
