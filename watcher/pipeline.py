@@ -22,7 +22,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -186,12 +186,16 @@ class Pipeline:
             log.warning("feed %s: %s error: %s", feed.id, exc.kind, exc.message, extra=_about(feed))
         if report.outcome != "skipped":
             self.metrics.polled(feed.id, report.outcome, time.monotonic() - started)
-        if report.matches:
-            self._send_soon()
         return report
 
-    def _send_soon(self) -> None:
-        """Send new alerts now, without making the poll wait for slow channels."""
+    def _send_soon(self, channels: Iterable[str] | None = None) -> None:
+        """Send new alerts now, without making the poll wait for slow channels. ``channels``:
+        those the alerts are for, when known. A channel whose sender is running already takes
+        them on (see _drain) without another look at the whole outbox: in a busy cycle that
+        look, once per poll with matches, scanned every pending alert each time and kept the
+        database threads' caches full."""
+        if channels is not None and not [c for c in set(channels) if not self._handed_over(c)]:
+            return
         task = asyncio.create_task(self._deliver_logged())
         self.background.add(task)
         task.add_done_callback(self.background.discard)
@@ -204,6 +208,14 @@ class Pipeline:
         except Exception:
             log.exception("deliveries: unexpected error (a bug in watcher; please report it)")
         return DeliveryReport()
+
+    def _handed_over(self, channel: str) -> bool:
+        """Whether ``channel``'s sender is running and will look for new alerts before it stops."""
+        sender = self._senders.get(channel)
+        if sender is None or not sender.locked():
+            return False
+        self._resend.add(channel)
+        return True
 
     async def settle(self) -> None:
         """Wait for the sends that polls started."""
@@ -252,6 +264,8 @@ class Pipeline:
             self.store.ingest, feed.id, parsed.articles, now=self.clock(), matcher=matcher
         )
         self.metrics.stored(feed.id, ingested.new, hits)
+        if ingested.matches:
+            self._send_soon(channel for hit in hits for channel in hit.channels)
         hints = policy.FeedHints(parsed.ttl, parsed.skip_hours, parsed.skip_days)
         await self._record_success(
             feed, result, "ok", hints, title=parsed.title, body_hash=body_hash
