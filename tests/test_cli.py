@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from watcher import __version__
-from watcher.cli import main
+from watcher.cli import limit_malloc_arenas, main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,3 +142,16 @@ def test_shell_completion_scripts(shell: str) -> None:
 
 def test_version() -> None:
     assert invoke("--version").output == f"watcher, version {__version__}\n"
+
+
+def test_the_daemon_limits_mallocs_arenas_unless_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert limit_malloc_arenas() is True  # this machine's libc is glibc
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")  # an operator's own choice stands
+    assert limit_malloc_arenas() is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")
+    assert limit_malloc_arenas() is False

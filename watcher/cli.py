@@ -7,7 +7,9 @@ on stderr and exit status 1, never a traceback. Anything else is a bug and surfa
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -121,12 +123,32 @@ def check(config_path: Path) -> None:
         click.echo(f"    {name}: {', '.join(channels.describe(name))}")
 
 
+M_ARENA_MAX = -8  # glibc's <malloc.h>
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Let glibc's malloc use at most ``arenas`` arenas in this process instead of up to one
+    per thread (eight per core); whether it did. The daemon's database, delivery and parse
+    threads each got an arena of their own, and every arena kept the memory freed into it:
+    tens of MiB at the peak of a busy cycle, that one shared arena reuses. Call it before
+    the threads start. Nothing happens where malloc is not glibc's, or where
+    $MALLOC_ARENA_MAX or $GLIBC_TUNABLES already say how many arenas to use."""
+    if "MALLOC_ARENA_MAX" in os.environ or "arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, TypeError):  # not glibc, or no C library to load (Windows)
+        return False
+    return bool(mallopt(M_ARENA_MAX, arenas))
+
+
 @main.command()
 @config_option
 @click.option("--once", is_flag=True, help="Poll every feed once, deliver, and exit.")
 @user_errors
 def run(config_path: Path, once: bool) -> None:
     """Run the daemon (or one pass with --once)."""
+    limit_malloc_arenas()
     config = _load(config_path, "info")
     if not once:
         asyncio.run(run_daemon(config))
