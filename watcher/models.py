@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, fields
-from operator import attrgetter
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 
 @dataclass(frozen=True, slots=True)
