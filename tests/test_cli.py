@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from watcher import __version__
-from watcher.cli import limit_malloc_arenas, main
+from watcher.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,14 +148,43 @@ def test_version() -> None:
     assert invoke("--version").output == f"watcher, version {__version__}\n"
 
 
-def test_the_daemon_limits_mallocs_arenas_unless_the_environment_says(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
-    assert limit_malloc_arenas() is True  # this machine's libc is glibc
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")  # an operator's own choice stands
-    assert limit_malloc_arenas() is False
-    monkeypatch.delenv("MALLOC_ARENA_MAX")
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")
-    assert limit_malloc_arenas() is False
+ARENAS_IN_A_BUSY_PROCESS = """
+import ctypes, sys, threading
+from watcher.cli import limit_malloc_arenas
+
+limit_malloc_arenas()
+together = threading.Barrier(9)
+
+def work():
+    block = bytearray(1 << 16)  # from malloc, in the arena this thread was given
+    together.wait()
+
+threads = [threading.Thread(target=work) for _ in range(8)]
+for thread in threads:
+    thread.start()
+together.wait()
+ctypes.CDLL(None).malloc_stats()  # one "Arena <n>:" paragraph per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="arenas are glibc's malloc's")
+@pytest.mark.parametrize(
+    ("environ", "most"),
+    [
+        ({}, 2),
+        ({"MALLOC_ARENA_MAX": "16"}, 16),
+        ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=16"}, 16),
+    ],
+)
+def test_the_daemons_threads_share_two_malloc_arenas(environ: dict[str, str], most: int) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")}
+    done = subprocess.run(
+        [sys.executable, "-c", ARENAS_IN_A_BUSY_PROCESS],
+        env=env | environ,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    arenas = done.stderr.count("Arena ")
+    assert arenas <= most
+    assert arenas > 2 or most == 2  # the operator's own limit stands

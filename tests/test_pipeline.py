@@ -114,6 +114,32 @@ async def test_a_hanging_channel_never_delays_another(
     assert pipeline.store.delivery_counts() == {"sent": 4}
 
 
+async def test_alerts_found_while_a_channel_still_sends_reach_every_channel(
+    feed_server: FeedServer, receiver: Receiver, hanging: Hanging, make_pipeline
+) -> None:
+    feed_server.put("/f.xml", rss([story(1)]))
+    clock = Clock(START)
+    stuck_url = "json://" + hanging.base_url.removeprefix("http://") + "/?rto=30"
+    pipeline = await make_pipeline(
+        feed_server.url("/f.xml"), {"email": receiver.url("/ok"), "slack": stuck_url}, clock
+    )
+    feed = pipeline.config.feeds[0]
+    await pipeline.poll(feed)
+    await asyncio.to_thread(hanging.wait_for, lambda reqs: len(reqs) == 1)
+    await asyncio.to_thread(receiver.wait_for, lambda reqs: len(reqs) == 1)
+    feed_server.put("/f.xml", rss([story(2), story(1)]))
+    # The next poll's alert goes out on the idle channel at once; the busy channel's sender,
+    # still waiting on story 1, takes story 2 on next.
+    await pipeline.poll(feed)
+    await asyncio.to_thread(receiver.wait_for, lambda reqs: len(reqs) == 2)
+    assert len(hanging.requests) == 1
+    hanging.release.set()
+    await pipeline.settle()
+    assert len(hanging.requests) == 2
+    assert ["NATO story 2" in m["title"] for m in receiver.messages()] == [False, True]
+    assert pipeline.store.delivery_counts() == {"sent": 4}
+
+
 async def test_failures_back_off_per_channel_then_succeed(
     feed_server: FeedServer, make_pipeline
 ) -> None:
