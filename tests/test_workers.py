@@ -152,6 +152,34 @@ async def test_a_parse_that_overruns_is_killed_and_the_next_gets_a_new_worker() 
         assert len(children()) == 1
 
 
+async def test_a_feed_queued_behind_one_that_overruns_is_parsed_by_the_next_worker() -> None:
+    with ParsePool(1, timeout=0.5) as pool:
+        await parse(pool, FEED)
+        slow = asyncio.create_task(parse(pool, attribute_flood(ENDLESS)))
+        queued = [asyncio.create_task(parse(pool, FEED)) for _ in range(3)]  # one in its pipe
+        error = await failure(slow)
+        assert error.message == "parsing took longer than 0.5 s; the feed was abandoned"
+        assert await asyncio.gather(*queued) == [parse_here(FEED)] * 3
+        assert len(children()) == 1
+
+
+async def test_a_cancelled_parse_waiting_its_turn_stops_no_other_parse() -> None:
+    flood = attribute_flood(8_000)  # ~0.5 s: still parsing when the next one is cancelled
+    with ParsePool(1) as pool:
+        await parse(pool, FEED)
+        [worker] = children()
+        first, queued, last = (
+            asyncio.create_task(parse(pool, body)) for body in [flood, FEED, FEED]
+        )
+        await busy_worker(children())  # parsing the first, the second queued in its pipe
+        queued.cancel()
+        assert [article.title for article in (await first).articles] == ["Flooded"]
+        assert await last == parse_here(FEED)
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        assert list(children()) == [worker]
+
+
 async def test_the_corpus_attribute_flood_overruns_a_short_limit(corpus: Path) -> None:
     flood = (corpus / "adversarial" / "attribute_flood_20000.xml").read_bytes()  # ~2.5 s
     with ParsePool(1, timeout=0.25) as pool:

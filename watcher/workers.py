@@ -30,11 +30,15 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
+import time
 import traceback
+from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -53,6 +57,7 @@ _ABANDONED = "parsing was abandoned: the parse pool closed"
 # What a worker runs: find this same watcher (even an uninstalled checkout), then serve.
 _BOOT = "import sys; sys.path.append(sys.argv[1]); from watcher.workers import _serve; _serve()"
 _IMPORT_ROOT = str(Path(__file__).resolve().parents[1])
+_QUEUED = 1  # jobs a lane keeps in its worker's pipe behind the one being parsed
 
 
 class ParsePool:
@@ -62,6 +67,13 @@ class ParsePool:
     thread of this process instead, without any limit: for tests and for debugging one run.
     ``memory_bytes`` is what one parse may use beyond an idle worker's ~30 MiB; ``timeout`` is in
     seconds. Use it from one event loop; ``close()`` it, or use it in ``with`` or ``async with``.
+
+    Each worker has a thread here (its lane) that hands it jobs and reads its replies. While
+    parses wait, a lane keeps one job queued in the worker's pipe behind the one it parses, so
+    that the worker starts the next feed the moment it answers, without waiting for this busy
+    process (its event loop, its GIL) to hand it over: that wait left the cores idle a tenth of
+    the time. A queued job's time limit starts when the worker starts it, and a job queued
+    behind a parse that fails is handed to the next worker, not failed with it.
     """
 
     def __init__(
@@ -75,10 +87,12 @@ class ParsePool:
                 f"need workers >= 0, memory_bytes > 0 and timeout > 0, not {self.workers}, "
                 f"{memory_bytes} and {timeout}"
             )
-        self._slots = asyncio.Semaphore(max(self.workers, 1))
-        self._threads = ThreadPoolExecutor(max(self.workers, 1), thread_name_prefix="parse")
-        self._workers: set[_Worker] = set()  # every live worker, busy or idle
-        self._idle: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # a job is pending, or the pool closed
+        self._pending: deque[_Task] = deque()  # jobs no lane has taken yet, oldest first
+        self._lanes: list[threading.Thread] = []
+        self._waiting = 0  # lanes with nothing to do, waiting for a job
+        self._workers: set[_Worker] = set()  # every live worker
         self._closed = False
 
     async def parse(
@@ -91,30 +105,38 @@ class ParsePool:
         job = _Job(body, url, dict(headers), now, max_entries)
         if self.workers == 0:
             return await asyncio.to_thread(job.run)
-        async with self._slots:
-            worker = self._checkout(url)
-            exchange = self._threads.submit(self._exchange, worker, job)
-            try:
-                return await asyncio.wrap_future(exchange)
-            except asyncio.CancelledError:
-                worker.kill()  # whatever its thread waits for ends now; then it is reaped
-                exchange.add_done_callback(lambda _: worker.close())
-                raise
-            finally:
-                self._checkin(worker)
+        task = _Task(job)
+        with self._lock:
+            self._pending.append(task)
+            if self._waiting:
+                self._arrived.notify()
+            elif len(self._lanes) < self.workers:
+                lane = threading.Thread(
+                    target=self._lane, name=f"parse-{len(self._lanes)}", daemon=True
+                )
+                self._lanes.append(lane)
+                lane.start()
+        try:
+            return await asyncio.wrap_future(task.future)
+        except asyncio.CancelledError:
+            self._cancel(task)
+            raise
 
     def close(self) -> None:
-        """Stop every worker; parses still running fail with ParseError. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        for worker in list(self._workers):
-            worker.kill()
-        self._threads.shutdown(wait=True)  # each parse in flight sees its worker die, and reaps it
-        for worker in list(self._workers):
-            worker.close()
-        self._workers.clear()
-        self._idle.clear()
+        """Stop every worker; parses still running or waiting fail with ParseError. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._arrived.notify_all()
+            waiting = list(self._pending)
+            self._pending.clear()
+            for worker in self._workers:
+                worker.kill()  # whatever its lane waits for ends now; the lane reaps it
+        for task in waiting:
+            task.fail(ParseError(task.job.url, _ABANDONED))
+        for lane in self._lanes:
+            lane.join()
 
     def __enter__(self) -> Self:
         return self
@@ -128,47 +150,147 @@ class ParsePool:
     async def __aexit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _checkout(self, url: str) -> _Worker:
-        if self._closed:  # while this parse waited for its turn
-            raise ParseError(url, _ABANDONED)
-        while self._idle:
-            worker = self._idle.pop()
-            if worker.running():
-                return worker
-            worker.close()  # died while idle, e.g. by the kernel's out-of-memory killer
-            self._workers.discard(worker)
+    def _cancel(self, task: _Task) -> None:
+        """A parse's caller gave up: its worker is stopped if it is parsing that very job (a
+        job still queued in a pipe is parsed, its result dropped: stopping the worker would
+        stop another feed's parse)."""
+        with self._lock:
+            task.cancelled = True
+            if task.worker is not None and task.started and not task.future.done():
+                task.worker.kill()
+
+    # --- in a lane's thread ---------------------------------------------------------------------
+
+    def _take(self, *, wait: bool) -> _Task | None:
+        """The oldest pending job, marked running; None when there is none (after waiting for
+        one, if ``wait``) or the pool closed. Called with the lock held. Without ``wait``, jobs
+        are left for the lanes that are waiting: an idle worker gets a job before a busy one
+        queues it."""
+        while True:
+            if wait:
+                self._waiting += 1
+                while not self._pending and not self._closed:
+                    self._arrived.wait()
+                self._waiting -= 1
+            if self._closed or len(self._pending) <= (0 if wait else self._waiting):
+                return None
+            task = self._pending.popleft()
+            if task.future.set_running_or_notify_cancel():  # else cancelled while it waited
+                return task
+
+    def _lane(self) -> None:
+        """A lane's life: keep a worker busy with pending jobs until the pool closes."""
+        lane: deque[_Task] = deque()  # the jobs this lane took, in the order the worker answers
+        try:
+            while self._refill(lane):
+                worker = self._start(lane)
+                if worker is not None:
+                    self._use(worker, lane)
+        finally:
+            for task in lane:
+                task.fail(ParseError(task.job.url, _ABANDONED))
+
+    def _refill(self, lane: deque[_Task]) -> bool:
+        """Take pending jobs into ``lane``: one to parse (waiting for it if need be), and
+        ``_QUEUED`` more if they are there. False once the pool has closed."""
+        with self._lock:
+            if not lane:
+                task = self._take(wait=True)
+                if task is None:
+                    return False
+                lane.append(task)
+            while len(lane) <= _QUEUED and (task := self._take(wait=False)):
+                lane.append(task)
+            return not self._closed
+
+    def _start(self, lane: deque[_Task]) -> _Worker | None:
+        """A ready worker for ``lane``, or None after failing its first job with the reason."""
+        task = lane[0]
         try:
             worker = _Worker.start(self.memory_bytes, self.timeout)
-        except OSError as exc:  # out of processes or file descriptors: this feed waits its turn
-            raise ParseError(url, f"could not start a parse worker: {exc}") from exc
-        self._workers.add(worker)
+        except OSError as exc:  # out of processes or file descriptors: this feed fails alone
+            lane.popleft()
+            task.fail(ParseError(task.job.url, f"could not start a parse worker: {exc}"))
+            return None
+        with self._lock:
+            self._workers.add(worker)
+            if self._closed:
+                worker.kill()
+        try:
+            ready = worker.handshake(STARTUP_TIMEOUT)
+        except (EOFError, OSError):  # killed by close()
+            ready = False
+        if not ready:
+            self._retire(worker)
+            if not self._closed:
+                lane.popleft()
+                message = f"a parse worker took over {STARTUP_TIMEOUT:g} s to start"
+                task.fail(ParseError(task.job.url, message))
+            return None
         return worker
 
-    def _checkin(self, worker: _Worker) -> None:
-        if worker.retired or self._closed:
-            self._workers.discard(worker)  # already reaped, or its thread or close() reaps it
-        else:
-            self._idle.append(worker)
-
-    def _exchange(self, worker: _Worker, job: _Job) -> ParsedFeed:
-        """Runs in a pool thread: give ``job`` to ``worker`` and wait for the reply. A worker that
-        overran, ran out of memory or died is closed before this returns."""
+    def _use(self, worker: _Worker, lane: deque[_Task]) -> None:
+        """Give ``worker`` the lane's jobs, and each answer to its caller, until the worker
+        has gone (it overran, ran out of memory or died) or the pool has closed."""
+        sent = 0  # how many of ``lane`` are in the worker's pipe, the first one being parsed
+        deadline = 0.0  # when the worker must have answered the first one
         try:
-            if not worker.handshake(STARTUP_TIMEOUT):
-                worker.close()
-                raise ParseError(
-                    job.url, f"a parse worker took over {STARTUP_TIMEOUT:g} s to start"
-                )
-            worker.conn.send(job)
-            if not worker.conn.poll(self.timeout):
-                worker.close()
-                raise ParseError(job.url, self._overran())
-            reply: _Reply = worker.conn.recv()
-        except (EOFError, OSError) as exc:
-            raise ParseError(job.url, self._death(worker)) from exc
-        if reply.out_of_memory:
-            worker.close()  # its heap may stay fragmented; a new worker starts clean
-        return self._result(reply, job.url)
+            while True:
+                for task in islice(lane, sent, None):
+                    with self._lock:
+                        task.worker = worker
+                        if not sent:
+                            task.started = True
+                            deadline = time.monotonic() + self.timeout
+                    worker.conn.send(task.job)
+                    sent += 1
+                if not worker.conn.poll(max(deadline - time.monotonic(), 0.0)):
+                    self._retire(worker)  # before its caller hears of it
+                    task = lane.popleft()
+                    task.fail(ParseError(task.job.url, self._overran()))
+                    return
+                reply: _Reply = worker.conn.recv()
+                with self._lock:
+                    task = lane.popleft()
+                    task.worker = None  # answered: cancelling it now stops nothing
+                    sent -= 1
+                    if sent:  # the worker has started the next one
+                        lane[0].started = True
+                deadline = time.monotonic() + self.timeout
+                if reply.out_of_memory:  # its heap may stay fragmented; a new worker starts clean
+                    self._retire(worker)  # before its caller hears of it
+                try:
+                    task.future.set_result(self._result(reply, task.job.url))
+                except Exception as error:  # the parse's own error, for its caller
+                    task.fail(error)
+                if reply.out_of_memory or not self._refill(lane):
+                    return
+        except (EOFError, OSError):
+            self._died(worker, lane)
+        finally:
+            self._retire(worker)
+
+    def _died(self, worker: _Worker, lane: deque[_Task]) -> None:
+        """``worker``'s connection ended with ``lane`` in it: the job it was parsing fails,
+        unless this process stopped the worker for another reason; the jobs behind it go on."""
+        stopped = worker.retired  # by this process: the pool closed, or a caller gave up
+        code = worker.reap()
+        task = lane[0]
+        if self._closed:
+            return  # the lane ends, and fails every job it holds as abandoned
+        if stopped and not task.cancelled and code == -signal.SIGKILL:
+            return  # stopped for a job whose caller gave up, just as it answered: parse again
+        lane.popleft()
+        if code == -signal.SIGALRM:  # the worker's own backstop against overruns
+            message = self._overran()
+        else:
+            message = f"the parse worker died ({_exit_description(code)}); the feed was abandoned"
+        task.fail(ParseError(task.job.url, message))
+
+    def _retire(self, worker: _Worker) -> None:
+        worker.close()
+        with self._lock:
+            self._workers.discard(worker)
 
     def _result(self, reply: _Reply, url: str) -> ParsedFeed:
         if reply.feed is not None:
@@ -183,14 +305,6 @@ class ParsePool:
 
     def _overran(self) -> str:
         return f"parsing took longer than {self.timeout:g} s; the feed was abandoned"
-
-    def _death(self, worker: _Worker) -> str:
-        code = worker.reap()
-        if self._closed:
-            return _ABANDONED
-        if code == -signal.SIGALRM:  # the worker's own backstop against overruns
-            return self._overran()
-        return f"the parse worker died ({_exit_description(code)}); the feed was abandoned"
 
 
 class _WorkerTraceback(Exception):
@@ -218,6 +332,23 @@ class _Job:
             now=self.now,
             max_entries=self.max_entries,
         )
+
+
+@dataclass(eq=False, slots=True)
+class _Task:
+    """A job on its way through the pool. ``worker`` and ``started`` change under the pool's
+    lock: the worker it was sent to, and whether that worker is parsing it (not only holding
+    it in its pipe)."""
+
+    job: _Job
+    future: Future[ParsedFeed] = field(default_factory=Future)
+    worker: _Worker | None = None
+    started: bool = False
+    cancelled: bool = False  # its caller stopped waiting
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.cancelled():  # else no one is waiting for it
+            self.future.set_exception(error)
 
 
 @dataclass(frozen=True, slots=True)
