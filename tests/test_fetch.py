@@ -13,6 +13,7 @@ import pytest
 
 from tests.servers import FeedServer, LocalServer, Request, Response, running
 from watcher import __version__
+from watcher import fetch as fetch_module
 from watcher.errors import FetchError
 from watcher.fetch import Limits, _Backend, fetch, make_client
 
@@ -124,9 +125,16 @@ async def test_a_server_that_never_answers_times_out() -> None:
             await get(f"http://127.0.0.1:{port}/f.xml", Limits(timeout=0.5))
 
 
-async def test_a_kept_connection_the_server_closed_is_seen_as_closed() -> None:
+@pytest.mark.parametrize("libc", [True, False], ids=["libc poll", "select.poll"])
+async def test_a_kept_connection_the_server_closed_is_seen_as_closed(
+    libc: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The pool asks every idle connection whether its socket is readable before reusing it:
-    a server that closed a kept-alive connection must not get the next request on it."""
+    a server that closed a kept-alive connection must not get the next request on it. Where
+    ctypes finds no poll() to call, select.poll answers."""
+    assert fetch_module._POLL is not None  # Linux: the libc path is the one in use
+    if not libc:
+        monkeypatch.setattr(fetch_module, "_POLL", None)
     with socket.create_server(("127.0.0.1", 0)) as listener:
         stream = await _Backend().connect_tcp(*listener.getsockname()[:2])
         peer, _ = listener.accept()
