@@ -3,11 +3,13 @@ well-behaved local server will not do)."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import select
 import socket
 from pathlib import Path
 
+import httpcore
 import httpx
 import pytest
 
@@ -146,3 +148,39 @@ async def test_a_kept_connection_the_server_closed_is_seen_as_closed(
         assert stream.get_extra_info("is_readable") is True
         await stream.aclose()
         assert stream.get_extra_info("is_readable") is True  # gone: its next read ends it
+
+
+def test_the_pool_overrides_a_method_httpcore_still_has() -> None:
+    """fetch._Pool replaces httpcore's bookkeeping method; were it renamed, the replacement
+    would silently stop being called."""
+    assert "_assign_requests_to_connections" in vars(httpcore.AsyncConnectionPool)
+
+
+async def test_the_pool_reuses_waits_for_and_recycles_connections() -> None:
+    """At most ``max_connections`` at once: the others wait their turn on the same sockets,
+    and a request for another server takes the place of an idle connection."""
+    ok = lambda request: Response(200, b"<rss/>")  # noqa: E731
+    with running(LocalServer(ok)) as first, running(LocalServer(ok)) as second:
+        async with fetch_module._Pool(max_connections=2, network_backend=_Backend()) as pool:
+            answers = await asyncio.gather(
+                *(pool.request("GET", first.base_url + f"/{n}.xml") for n in range(8))
+            )
+            assert [answer.status for answer in answers] == [200] * 8
+            assert len({request.peer for request in first.requests}) == 2
+            assert (await pool.request("GET", second.base_url + "/f.xml")).status == 200
+            assert len(pool.connections) == 2
+            assert {
+                c.can_handle_request(httpcore.URL(second.base_url).origin) for c in pool.connections
+            } == {True, False}
+
+
+async def test_the_pool_keeps_at_most_its_keepalive_limit_of_idle_connections() -> None:
+    with running(LocalServer(lambda request: Response(200, b"<rss/>"))) as server:
+        pool = fetch_module._Pool(max_keepalive_connections=3, network_backend=_Backend())
+        async with pool:
+            answers = await asyncio.gather(
+                *(pool.request("GET", server.base_url + f"/{n}.xml") for n in range(12))
+            )
+            assert [answer.status for answer in answers] == [200] * 12
+            assert len({request.peer for request in server.requests}) > 3
+            assert len(pool.connections) == 3
