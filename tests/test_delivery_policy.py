@@ -27,6 +27,7 @@ START = datetime(2026, 11, 28, 12, 10, tzinfo=UTC)
 @pytest.fixture
 async def make_pipeline(tmp_path: Path) -> AsyncIterator[Any]:
     opened: list[tuple[Store, Any]] = []
+    pipelines: list[Pipeline] = []
 
     async def make(text: str, clock: Clock) -> Pipeline:
         path = tmp_path / "watcher.toml"
@@ -37,9 +38,13 @@ async def make_pipeline(tmp_path: Path) -> AsyncIterator[Any]:
         client = make_client(fetch_limits(config))
         opened.append((store, client))
         channels = Channels({n: c.urls for n, c in config.channels.items()})
-        return Pipeline(config, store, channels, client, clock=clock)
+        pipeline = Pipeline(config, store, channels, client, clock=clock)
+        pipelines.append(pipeline)
+        return pipeline
 
     yield make
+    for pipeline in pipelines:
+        pipeline.close()
     for store, client in opened:
         await client.aclose()
         store.close()

@@ -65,6 +65,7 @@ channels = {list(channels)!r}
 async def make_pipeline(tmp_path: Path) -> AsyncIterator:  # type: ignore[type-arg]
     opened: list[Store] = []
     clients = []
+    pipelines: list[Pipeline] = []
 
     async def make(feed_url: str, channels: dict[str, str], clock: Clock) -> Pipeline:
         path = tmp_path / "watcher.toml"
@@ -75,15 +76,19 @@ async def make_pipeline(tmp_path: Path) -> AsyncIterator:  # type: ignore[type-a
         opened.append(store)
         client = make_client(fetch_limits(config))
         clients.append(client)
-        return Pipeline(
+        pipeline = Pipeline(
             config,
             store,
             Channels({n: c.urls for n, c in config.channels.items()}),
             client,
             clock=clock,
         )
+        pipelines.append(pipeline)
+        return pipeline
 
     yield make
+    for pipeline in pipelines:
+        pipeline.close()
     for client in clients:
         await client.aclose()
     for store in opened:

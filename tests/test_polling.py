@@ -44,6 +44,7 @@ def serve(routes: dict[str, Callable[[Request], Response] | Response]) -> LocalS
 @pytest.fixture
 async def make_pipeline(tmp_path: Path) -> AsyncIterator[Any]:
     opened: list[tuple[Store, Any]] = []
+    pipelines: list[Pipeline] = []
 
     async def make(urls: list[str], *, watcher: str = "", feed: str = "") -> Pipeline:
         feeds = "".join(
@@ -73,9 +74,13 @@ urls = ["json://127.0.0.1:9/"]
         client = make_client(fetch_limits(config))
         opened.append((store, client))
         channels = Channels({n: c.urls for n, c in config.channels.items()})
-        return Pipeline(config, store, channels, client, clock=Clock(NOW))
+        pipeline = Pipeline(config, store, channels, client, clock=Clock(NOW))
+        pipelines.append(pipeline)
+        return pipeline
 
     yield make
+    for pipeline in pipelines:
+        pipeline.close()
     for store, client in opened:
         await client.aclose()
         store.close()

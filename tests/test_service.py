@@ -409,6 +409,7 @@ async def test_a_failed_attempt_and_the_age_of_what_waits(
             await pipeline.settle()
             now += timedelta(seconds=90)
             text = (await asyncio.to_thread(pipeline.metrics.exposition)).decode()
+            pipeline.close()
     finally:
         store.close()
     assert value(text, "watcher_deliveries_total", channel="desk", status="failed") == 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -23,8 +24,10 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import ParamSpec, TypeVar
 
 import httpx
 
@@ -42,6 +45,10 @@ from .store import FeedState, Matcher, Store
 from .workers import ParsePool
 
 log = logging.getLogger(__name__)
+
+DATABASE_THREADS = 2  # see Pipeline.db
+P = ParamSpec("P")
+T = TypeVar("T")
 
 Clock = Callable[[], datetime]
 
@@ -168,10 +175,24 @@ class Pipeline:
         self.delivered = DeliveryReport()  # since start, for reports
         self._rulesets: dict[tuple[int, ...], CompiledRules] = {}
         self._matchers: dict[str, Matcher] = {}
+        self._database = ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="database")
         # Set when the daemon stops: polls still waiting for a slot give their feed back
         # (the lease is released) instead of starting.
         self.closing = False
         self.metrics = Metrics(config, store, clock)  # a registry of its own, per pipeline
+
+    async def db(self, call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``call(*args, **kwargs)``, a Store method, in one of the pipeline's database threads.
+        There are two, not asyncio's default of the CPUs plus four: the store's calls are mostly
+        Python under the GIL, and with six threads taking turns with the event loop, each
+        hand-over cost the loop its turn (a first pass took a third more CPU, a mixed cycle a
+        quarter). Two keep one slow call (a prune, a backtest) from holding up the others."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._database, functools.partial(call, *args, **kwargs))
+
+    def close(self) -> None:
+        """Stop the database threads, once the calls in them have returned."""
+        self._database.shutdown(wait=True)
 
     async def poll(self, feed: FeedConfig, state: FeedState | None = None) -> PollReport:
         """Poll ``feed`` once; every outcome, failures included, is recorded on the feed.
@@ -224,7 +245,7 @@ class Pipeline:
 
     async def _poll(self, feed: FeedConfig, state: FeedState | None) -> PollReport:
         if state is None:
-            state = await asyncio.to_thread(self.store.feed_state, feed.id)
+            state = await self.db(self.store.feed_state, feed.id)
         if state.gone:
             return PollReport(feed.id, "gone", error="the server said 410 Gone; not polled")
         url = state.moved_to or feed.url
@@ -260,7 +281,7 @@ class Pipeline:
         alert = state.baselined or self.config.alert_backlog(feed)
         hits: list[Match] = []
         matcher = _recording(self._matcher(feed), hits) if alert else None
-        ingested = await asyncio.to_thread(
+        ingested = await self.db(
             self.store.ingest, feed.id, parsed.articles, now=self.clock(), matcher=matcher
         )
         self.metrics.stored(feed.id, ingested.new, hits)
@@ -337,7 +358,7 @@ class Pipeline:
             heeded,
             self.config.settings.max_hinted_interval,
         )
-        recovered = await asyncio.to_thread(
+        recovered = await self.db(
             self.store.record_success,
             feed.id,
             now=now,
@@ -359,7 +380,7 @@ class Pipeline:
         """Back off; as long as the server asked (Retry-After) if longer. 410 Gone stops
         polling the feed (until its configured URL changes) and alerts at once."""
         now = self.clock()
-        state = await asyncio.to_thread(self.store.feed_state, feed.id)
+        state = await self.db(self.store.feed_state, feed.id)
         hints = state.hints if feed.feed_hints else policy.FeedHints()
         next_at: datetime | None = policy.next_poll(
             now, self.config.interval(feed), state.consecutive_failures + 1, self.rng, hints
@@ -370,7 +391,7 @@ class Pipeline:
         if isinstance(error, FetchError) and error.gone:
             next_at = None
             message += " (the feed was removed; watcher stopped polling it)"
-        alarmed = await asyncio.to_thread(
+        alarmed = await self.db(
             self.store.record_failure,
             feed.id,
             now=now,
@@ -385,7 +406,7 @@ class Pipeline:
     async def deliver_due(self) -> DeliveryReport:
         """Send every delivery whose time has come. Each channel has its own sender, so a
         channel that is down or slow never holds up the others, and no alert goes twice."""
-        channels = await asyncio.to_thread(self.store.due_channels, self.clock())
+        channels = await self.db(self.store.due_channels, self.clock())
         reports = await asyncio.gather(*(self._drain(channel) for channel in channels))
         return DeliveryReport(sum(r.sent for r in reports), sum(r.failed for r in reports))
 
@@ -398,7 +419,7 @@ class Pipeline:
         async with sender:
             while not failed:
                 self._resend.discard(channel)
-                due = await asyncio.to_thread(
+                due = await self.db(
                     self.store.due_deliveries,
                     self.clock(),
                     channel=channel,
@@ -415,7 +436,7 @@ class Pipeline:
                 finally:  # what was claimed but neither sent nor held is free again
                     if due:
                         ids = [d.id for d in due]
-                        await asyncio.to_thread(self.store.release_deliveries, ids, self.owner)
+                        await self.db(self.store.release_deliveries, ids, self.owner)
                 if not due and channel not in self._resend:
                     break
         self.delivered = DeliveryReport(self.delivered.sent + sent, self.delivered.failed + failed)
@@ -456,7 +477,7 @@ class Pipeline:
         if rules.rate_limit is not None:
             planned = self._within_rate(channel, rules.rate_limit, planned, holds, now)
         for (reason, until), ids in holds.items():
-            await asyncio.to_thread(self.store.hold, ids, reason=reason, until=until)
+            await self.db(self.store.hold, ids, reason=reason, until=until)
             log.info(
                 "channel %s: holding %d alert(s) (%s) until %s",
                 channel,
@@ -543,7 +564,7 @@ class Pipeline:
                 self._windows[channel].record(now)
             log.info("channel %s: sent %s", channel, outgoing.describe(), extra=outgoing.about())
             self.metrics.delivered(channel, "sent", len(deliveries))
-            await asyncio.to_thread(
+            await self.db(
                 self.store.record_deliveries, [d.id for d in deliveries], now=now, error=None
             )
             return True
@@ -563,11 +584,11 @@ class Pipeline:
             extra=outgoing.about(),
         )
         if retried:
-            await asyncio.to_thread(
+            await self.db(
                 self.store.record_deliveries, retried, now=now, error=error, retry_at=retry_at
             )
         if dead:
-            await asyncio.to_thread(self.store.record_deliveries, dead, now=now, error=error)
+            await self.db(self.store.record_deliveries, dead, now=now, error=error)
         return False
 
 

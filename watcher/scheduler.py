@@ -82,8 +82,11 @@ async def _pipeline(config: Config, *, sole: bool) -> AsyncIterator[Pipeline]:
     try:
         async with make_client(fetch_limits(config)) as client:
             pipeline = Pipeline(config, store, channels, client, parser=parser)
-            await asyncio.to_thread(pipeline.prepare)
-            yield pipeline
+            try:
+                await asyncio.to_thread(pipeline.prepare)
+                yield pipeline
+            finally:
+                await asyncio.to_thread(pipeline.close)  # its database calls return first
     finally:
         parser.close()
         store.close()
@@ -168,7 +171,7 @@ class _Daemon:
         config = pipeline.config
         # A shortened interval applies now, not after the next poll at the old one.
         deadlines = {f.id: now + config.interval(f) for f in config.feeds}
-        await asyncio.to_thread(pipeline.store.poll_no_later, deadlines)
+        await pipeline.db(pipeline.store.poll_no_later, deadlines)
         lease = pipeline.lease.total_seconds()
         for job, every, first in (
             (self._heartbeat, lease / 3, now + timedelta(seconds=lease / 3)),
@@ -209,7 +212,7 @@ class _Daemon:
             await asyncio.gather(*late, return_exceptions=True)
         self.scheduler.shutdown(wait=False)
         try:
-            await asyncio.to_thread(self.pipeline.store.release_all, self.pipeline.owner)
+            await self.pipeline.db(self.pipeline.store.release_all, self.pipeline.owner)
         except WatcherError as exc:
             log.warning("stop: could not hand back this instance's leases: %s", exc)
 
@@ -231,7 +234,7 @@ class _Daemon:
                     if await self._claim(room) == room:
                         continue  # more may be due: claim again once these are under way
                     # fewer were due than there is room for: when is the next one due?
-                    due = await asyncio.to_thread(pipeline.store.next_due, pipeline.clock())
+                    due = await pipeline.db(pipeline.store.next_due, pipeline.clock())
             except WatcherError as exc:  # the database is away: try again shortly
                 log.error("claiming feeds: %s", exc)
             idle = CLAIM_IDLE.total_seconds()
@@ -243,7 +246,7 @@ class _Daemon:
         """Claim up to ``limit`` due feeds and start polling them; how many were claimed."""
         pipeline = self.pipeline
         now = pipeline.clock()
-        claimed = await asyncio.to_thread(
+        claimed = await pipeline.db(
             pipeline.store.claim_feeds,
             pipeline.owner,
             now=now,
@@ -254,7 +257,7 @@ class _Daemon:
             feed = self._feeds.get(feed_id)
             if feed is None:  # configured in another instance's config, not in this one's
                 later = now + pipeline.config.settings.default_interval
-                await asyncio.to_thread(
+                await pipeline.db(
                     pipeline.store.release_feed, feed_id, pipeline.owner, next_poll_at=later
                 )
                 continue
@@ -272,13 +275,13 @@ class _Daemon:
         pipeline = self.pipeline
         until = pipeline.clock() + pipeline.lease
         await self._guarded(
-            asyncio.to_thread(pipeline.store.renew_leases, pipeline.owner, until), "leases"
+            pipeline.db(pipeline.store.renew_leases, pipeline.owner, until), "leases"
         )
 
     async def _prune(self) -> None:
         pipeline = self.pipeline
         now = pipeline.clock()
-        mine = await asyncio.to_thread(
+        mine = await pipeline.db(
             pipeline.store.claim_job, "prune", pipeline.owner, now=now, every=PRUNE_EVERY
         )
         if mine:  # once per period across every instance sharing the database
