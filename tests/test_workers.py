@@ -163,6 +163,22 @@ async def test_a_feed_queued_behind_one_that_overruns_is_parsed_by_the_next_work
         assert len(children()) == 1
 
 
+async def test_big_feeds_queued_behind_big_answers_flow_both_ways() -> None:
+    """A job queued in a worker's pipe is sent while that worker writes its answer to the
+    previous one: with both larger than what a pipe holds, neither side may wait for the
+    other (a deadlock until the worker's alarm would fail them all as overrunning)."""
+    items = "".join(
+        f"<item><guid>g{n}</guid><title>Story {n}</title><description>{'word ' * 400}"
+        "</description></item>"
+        for n in range(300)
+    )
+    big = f'<?xml version="1.0"?><rss version="2.0"><channel><title>Big</title>{items}'
+    big_feed = (big + "</channel></rss>").encode()  # ~700 KB each way
+    with ParsePool(1, timeout=20) as pool:
+        parsed = await asyncio.gather(*(parse(pool, big_feed) for _ in range(4)))
+        assert [len(feed.articles) for feed in parsed] == [300] * 4
+
+
 async def test_a_cancelled_parse_waiting_its_turn_stops_no_other_parse() -> None:
     flood = attribute_flood(8_000)  # ~0.5 s: still parsing when the next one is cancelled
     with ParsePool(1) as pool:

@@ -42,6 +42,7 @@ from itertools import islice
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any, Self
 
 from watcher.errors import ParseError
@@ -242,7 +243,7 @@ class ParsePool:
                         if not sent:
                             task.started = True
                             deadline = time.monotonic() + self.timeout
-                    worker.conn.send(task.job)
+                    worker.submit(task.job)
                     sent += 1
                 if not worker.conn.poll(max(deadline - time.monotonic(), 0.0)):
                     self._retire(worker)  # before its caller hears of it
@@ -366,13 +367,18 @@ _OUT_OF_MEMORY = _Reply(out_of_memory=True)
 
 
 class _Worker:
-    """One worker process and this end of its connection. It serves one parse at a time."""
+    """One worker process and this end of its connection. It parses one job at a time; jobs
+    given to ``submit`` wait in its pipe. A thread of its own sends them: a job bigger than
+    the pipe holds is only read once the worker has written its answer to the previous one,
+    and the answer must be read meanwhile by whoever waits for it."""
 
     def __init__(self, process: subprocess.Popen[bytes], conn: Connection[_Job, Any]) -> None:
         self.process = process
         self.conn = conn
         self.ready = False  # it said so: imports done, limit set
         self.retired = False  # killed, or being killed: it gets no more jobs
+        self._outbox: SimpleQueue[_Job | None] = SimpleQueue()
+        self._sender: threading.Thread | None = None
 
     @classmethod
     def start(cls, memory_bytes: int, timeout: float) -> _Worker:
@@ -404,6 +410,22 @@ class _Worker:
             self.ready = self.conn.recv() == _READY
         return self.ready
 
+    def submit(self, job: _Job) -> None:
+        """Send ``job`` after those submitted before it, without waiting for it to be sent."""
+        if self._sender is None:
+            self._sender = threading.Thread(
+                target=self._send_jobs, name=f"parse-send-{self.process.pid}", daemon=True
+            )
+            self._sender.start()
+        self._outbox.put(job)
+
+    def _send_jobs(self) -> None:
+        while (job := self._outbox.get()) is not None:
+            try:
+                self.conn.send(job)
+            except OSError:  # the worker is gone: whoever waits for its answer sees it too
+                return
+
     def kill(self) -> None:
         self.retired = True
         self.process.kill()
@@ -411,6 +433,9 @@ class _Worker:
     def close(self) -> None:
         self.kill()
         self.process.wait()
+        if self._sender is not None:  # its send, if any, failed when the worker died
+            self._outbox.put(None)
+            self._sender.join()
         self.conn.close()
 
     def reap(self) -> int:
