@@ -27,7 +27,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         url = request.getfixturevalue("postgres_url")
     store = Store.open(url)
     _reset(store)
-    store.sync_feeds([("world", "https://example.org/world.xml"), ("local", "file:///x.xml")])
+    store.sync_feeds([("world", "https://example.org/world.xml"), ("local", "file:///x.xml")], NOW)
     yield store
     store.close()
 
