@@ -185,8 +185,8 @@ class Pipeline:
         """``call(*args, **kwargs)``, a Store method, in one of the pipeline's database threads.
         There are two, not asyncio's default of the CPUs plus four: the store's calls are mostly
         Python under the GIL, and with six threads taking turns with the event loop, each
-        hand-over cost the loop its turn (a first pass took a third more CPU, a mixed cycle a
-        quarter). Two keep one slow call (a prune, a backtest) from holding up the others."""
+        hand-over cost the loop its turn (a first pass took 30% more CPU, a mixed cycle a
+        quarter). Two, so that one slow call (a lock wait, a big outbox) does not stop all."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._database, functools.partial(call, *args, **kwargs))
 

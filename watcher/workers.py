@@ -1,11 +1,13 @@
 """Parsing off the event loop, in worker processes with a memory and a time limit. Runs processes.
 
-    parse(body) -> an idle worker (started when first needed, at most ``workers``)
-      -> parse_feed there -> ParsedFeed, or ParseError: the feed's own, or too slow, too big, died
+    parse(body) -> a lane: a thread here, and its worker (started when first needed, at most
+      ``workers``) -> parse_feed there -> ParsedFeed, or ParseError: the feed's own, or too
+      slow, too big, died
 
 A feed that makes feedparser take minutes or gigabytes fails alone: its worker is killed, the next
 parse gets a new one, and parses on the other workers carry on. This is also how parsing uses
-every core. Each worker parses one feed at a time.
+every core. Each worker parses one feed at a time, with the next one already in its pipe when
+feeds are waiting (see ParsePool).
 
 A worker is a fresh ``python -P -c`` (no fork: the parent has threads, sockets and database
 connections) that imports ``watcher.parse`` and nothing of the parent. It does not come from
