@@ -228,6 +228,18 @@ async def test_a_worker_killed_from_outside_fails_only_its_own_parse() -> None:
         assert await still_parses(pool)
 
 
+async def test_a_worker_that_died_while_idle_costs_no_feed_its_parse() -> None:
+    """The kernel's out-of-memory killer may take an idle worker: the next feed gets a new one."""
+    with ParsePool(1) as pool:
+        await parse(pool, FEED)
+        [idle] = children()
+        os.kill(idle, signal.SIGKILL)
+        stat = Path(f"/proc/{idle}/stat")
+        await wait_until(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+        assert await still_parses(pool)
+        assert idle not in children()
+
+
 def test_a_worker_whose_parent_is_gone_stops_at_its_own_deadline() -> None:
     """Should the daemon die mid-parse, no one would kill the worker: its own alarm must."""
     worker = _Worker.start(512 * MiB, timeout=0.2)

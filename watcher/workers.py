@@ -239,6 +239,8 @@ class ParsePool:
         deadline = 0.0  # when the worker must have answered the first one
         try:
             while True:
+                if not sent and not worker.running():  # died idle (the OOM killer): no job lost
+                    return
                 for task in islice(lane, sent, None):
                     with self._lock:
                         task.worker = worker
